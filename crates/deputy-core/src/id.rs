@@ -1,0 +1,208 @@
+//! Identifiers. A task id is a UUIDv7 (time-ordered, so it says when a task was made),
+//! but its text form puts the random bytes first: UUIDv7's leading characters are a
+//! timestamp shared by every task created in the same minute, so a short prefix of the
+//! standard form would never tell two tasks apart. Printing the bytes reversed gives
+//! ids whose first 8 characters are random, which is what a user types.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use uuid::Uuid;
+
+/// Length of a task id's text form.
+pub const ID_LEN: usize = 32;
+/// Shortest prefix accepted in place of a full id.
+pub const MIN_PREFIX: usize = 8;
+/// Length of the short form shown in tables.
+pub const SHORT_LEN: usize = 12;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(Uuid);
+
+impl TaskId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    pub fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+
+    /// The short form printed in tables: a prefix long enough to be unique in practice.
+    pub fn short(&self) -> String {
+        let mut s = self.to_string();
+        s.truncate(SHORT_LEN);
+        s
+    }
+}
+
+impl Default for TaskId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0.as_bytes().iter().rev() {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskId({self})")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error(
+        "`{0}` is not a task id: ids are {ID_LEN} hex characters, or a prefix of at least {MIN_PREFIX}"
+    )]
+    Malformed(String),
+}
+
+impl FromStr for TaskId {
+    type Err = IdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || IdError::Malformed(truncate_for_message(s));
+        if s.len() != ID_LEN || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(err());
+        }
+        let mut bytes = [0u8; 16];
+        for (i, slot) in bytes.iter_mut().rev().enumerate() {
+            *slot = u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).map_err(|_| err())?;
+        }
+        Ok(Self(Uuid::from_bytes(bytes)))
+    }
+}
+
+impl Serialize for TaskId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.to_ascii_lowercase()
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a user may type where a task id is expected: a full id or a unique prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IdRef {
+    Full(TaskId),
+    Prefix(String),
+}
+
+impl FromStr for IdRef {
+    type Err = IdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.trim().to_ascii_lowercase();
+        if lower.len() == ID_LEN {
+            return lower.parse().map(IdRef::Full);
+        }
+        if lower.len() < MIN_PREFIX
+            || lower.len() > ID_LEN
+            || !lower.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(IdError::Malformed(truncate_for_message(s)));
+        }
+        Ok(IdRef::Prefix(lower))
+    }
+}
+
+impl fmt::Display for IdRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdRef::Full(id) => id.fmt(f),
+            IdRef::Prefix(p) => f.write_str(p),
+        }
+    }
+}
+
+impl Serialize for IdRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for IdRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A daemon's identity in the store. Persisted in the data dir so a restarted daemon
+/// recognises the tasks its previous life left running.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(pub String);
+
+impl NodeId {
+    pub fn generate() -> Self {
+        Self(format!("node-{}", &Uuid::now_v7().simple().to_string()[20..]))
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub(crate) fn truncate_for_message(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_form_round_trips_and_starts_random() {
+        let a = TaskId::new();
+        let b = TaskId::new();
+        assert_eq!(a.to_string().len(), ID_LEN);
+        assert_eq!(a.to_string().parse::<TaskId>().unwrap(), a);
+        // Two ids made in the same millisecond still differ in their first 8 characters
+        // (with overwhelming probability), because the random bytes come first.
+        assert_ne!(a.to_string()[..8], b.to_string()[..8]);
+    }
+
+    #[test]
+    fn prefixes_are_checked() {
+        assert!(matches!("abcdef12".parse::<IdRef>(), Ok(IdRef::Prefix(_))));
+        assert!("abc".parse::<IdRef>().is_err());
+        assert!("zzzzzzzz".parse::<IdRef>().is_err());
+        let id = TaskId::new();
+        assert_eq!(id.to_string().parse::<IdRef>().unwrap(), IdRef::Full(id));
+        assert_eq!(
+            id.to_string().to_uppercase().parse::<IdRef>().unwrap(),
+            IdRef::Full(id)
+        );
+    }
+}

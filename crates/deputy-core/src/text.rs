@@ -1,0 +1,45 @@
+//! Output is stored as bytes; these helpers keep chunk boundaries on UTF-8 character
+//! boundaries so that decoding a chunk for display never splits a character.
+
+/// How many leading bytes of `buf` can be cut off without splitting a UTF-8 sequence at
+/// the end. Bytes that are not UTF-8 at all are not held back: output need not be text.
+pub fn utf8_safe_len(buf: &[u8]) -> usize {
+    // A UTF-8 sequence is at most 4 bytes, so only the last 3 bytes can start an
+    // incomplete one.
+    let start = buf.len().saturating_sub(3);
+    for i in (start..buf.len()).rev() {
+        let b = buf[i];
+        let need = if b & 0b1000_0000 == 0 {
+            1
+        } else if b & 0b1110_0000 == 0b1100_0000 {
+            2
+        } else if b & 0b1111_0000 == 0b1110_0000 {
+            3
+        } else if b & 0b1111_1000 == 0b1111_0000 {
+            4
+        } else {
+            // A continuation byte: keep looking for its lead byte.
+            continue;
+        };
+        return if buf.len() - i < need { i } else { buf.len() };
+    }
+    buf.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_back_incomplete_sequences_only() {
+        let s = "aé€😀".as_bytes();
+        assert_eq!(utf8_safe_len(s), s.len());
+        for cut in 0..s.len() {
+            let n = utf8_safe_len(&s[..cut]);
+            assert!(std::str::from_utf8(&s[..n]).is_ok(), "cut {cut} -> {n}");
+            assert!(cut - n < 4);
+        }
+        // Invalid bytes are passed through, not held back forever.
+        assert_eq!(utf8_safe_len(&[0xff, 0xfe, 0x41]), 3);
+    }
+}

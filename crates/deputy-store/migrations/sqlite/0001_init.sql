@@ -1,0 +1,109 @@
+-- deputy's schema, SQLite dialect. Times are Unix milliseconds.
+
+CREATE TABLE groups (
+    name        TEXT PRIMARY KEY,
+    -- NULL: no group limit (the node's global limit still applies).
+    parallel    INTEGER,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    -- Tasks of this group now running, kept in the same transactions that move a task
+    -- into or out of `running`, so the group limit is one indexed read at claim time.
+    running     INTEGER NOT NULL DEFAULT 0 CHECK (running >= 0),
+    created_at  INTEGER NOT NULL
+);
+INSERT INTO groups (name, parallel, paused, running, created_at) VALUES ('default', NULL, 0, 0, 0);
+
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+INSERT INTO settings (key, value) VALUES ('queue_paused', '0');
+
+CREATE TABLE tasks (
+    id               TEXT PRIMARY KEY,
+    status           TEXT NOT NULL,
+    priority         INTEGER NOT NULL,
+    group_name       TEXT NOT NULL REFERENCES groups (name),
+    attempt          INTEGER NOT NULL,
+    spec             TEXT NOT NULL,
+    title            TEXT NOT NULL,
+    idempotency_key  TEXT UNIQUE,
+    -- The task.created event's seq: the task's age in queue order.
+    queue_seq        INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    finished_at      INTEGER,
+    ready_at         INTEGER,
+    exit_code        INTEGER,
+    signal           INTEGER,
+    reason           TEXT,
+    node             TEXT,
+    lease_expires_at INTEGER,
+    pgid             INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX tasks_ready ON tasks (status, priority, queue_seq);
+CREATE INDEX tasks_by_seq ON tasks (queue_seq);
+CREATE INDEX tasks_group ON tasks (group_name, status);
+CREATE INDEX tasks_due ON tasks (ready_at) WHERE status = 'scheduled';
+CREATE INDEX tasks_node ON tasks (node, status);
+CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
+
+CREATE TABLE task_labels (
+    label   TEXT NOT NULL,
+    task_id TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    PRIMARY KEY (label, task_id)
+);
+CREATE INDEX task_labels_task ON task_labels (task_id);
+
+CREATE TABLE task_deps (
+    task_id    TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    depends_on TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    mode       TEXT NOT NULL,
+    PRIMARY KEY (task_id, depends_on)
+);
+CREATE INDEX task_deps_reverse ON task_deps (depends_on);
+
+CREATE TABLE attempts (
+    task_id       TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    number        INTEGER NOT NULL,
+    status        TEXT NOT NULL,
+    node          TEXT,
+    started_at    INTEGER NOT NULL,
+    finished_at   INTEGER,
+    exit_code     INTEGER,
+    signal        INTEGER,
+    reason        TEXT,
+    pgid          INTEGER,
+    output_bytes  INTEGER NOT NULL DEFAULT 0,
+    omitted_bytes INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (task_id, number)
+);
+
+-- Append-only. AUTOINCREMENT: a seq is never reused, so "after N" never misses a row.
+CREATE TABLE events (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT,
+    type    TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    at      INTEGER NOT NULL
+);
+CREATE INDEX events_task ON events (task_id, seq);
+
+CREATE TABLE output_chunks (
+    task_id   TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    attempt   INTEGER NOT NULL,
+    stream    TEXT NOT NULL,
+    "offset"  INTEGER NOT NULL,
+    data      BLOB NOT NULL,
+    event_seq INTEGER NOT NULL,
+    PRIMARY KEY (task_id, attempt, stream, "offset")
+);
+CREATE INDEX output_chunks_event ON output_chunks (event_seq);
+
+CREATE TABLE nodes (
+    id           TEXT PRIMARY KEY,
+    started_at   INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL,
+    address      TEXT
+);

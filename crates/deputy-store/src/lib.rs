@@ -1,0 +1,211 @@
+//! deputy's durable store. The [`Store`] trait is the only way task state changes;
+//! [`sqlite::SqliteStore`] is the embedded implementation.
+//!
+//! Invariants every implementation keeps:
+//! - A status change is one transaction: a compare-and-set on the current status and
+//!   attempt, the change's events, the group's running counter, and (when a task ends
+//!   for good) its dependents' updates. A lost race returns [`StoreError::Conflict`] and
+//!   changes nothing.
+//! - Events are appended with a strictly increasing `seq` and announced (through
+//!   [`Store::wait_committed`]) only after their transaction committed.
+//! - Only this crate knows SQL.
+
+use async_trait::async_trait;
+use deputy_core::submit::ValidTask;
+use deputy_core::time::Millis;
+use deputy_core::{Attempt, Event, IdRef, NodeId, Status, Stream, Task, TaskId};
+use serde::{Deserialize, Serialize};
+
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("no task {0}")]
+    NotFound(String),
+    #[error("`{prefix}` matches {count} tasks; type more of the id")]
+    Ambiguous { prefix: String, count: usize },
+    #[error("task {id} is {actual}, not {expected}")]
+    Conflict {
+        id: TaskId,
+        expected: String,
+        actual: Status,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no group `{0}`: create it with `deputy group add {0}`")]
+    UnknownGroup(String),
+    #[error("group `{0}` already exists")]
+    GroupExists(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row in the database: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a submit did for one task of the batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Submitted {
+    pub task: Task,
+    /// False when the idempotency key matched an existing task, which is returned instead.
+    pub created: bool,
+}
+
+/// The end of an attempt, as the supervisor (or recovery) saw it.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub id: TaskId,
+    pub attempt: u32,
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub reason: Option<String>,
+    /// Set when another attempt follows: when it becomes ready.
+    pub retry_at: Option<Millis>,
+    pub now: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub enum CancelOutcome {
+    /// It had not started; it is now cancelled.
+    Cancelled(Task),
+    /// It is running; its owner was asked to stop it.
+    Requested(Task),
+    /// It had already ended.
+    AlreadyFinished(Task),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListQuery {
+    pub statuses: Vec<Status>,
+    pub group: Option<String>,
+    pub label: Option<String>,
+    /// Substring of the name or command.
+    pub text: Option<String>,
+    pub created_after: Option<Millis>,
+    pub created_before: Option<Millis>,
+    pub limit: u32,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Page {
+    /// Newest first.
+    pub tasks: Vec<Task>,
+    pub next_cursor: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub name: String,
+    pub parallel: Option<u32>,
+    pub paused: bool,
+    pub running: u32,
+}
+
+/// A chunk of output ready to store.
+#[derive(Debug, Clone)]
+pub struct NewChunk {
+    pub stream: Stream,
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+/// A chunk already stored, named for deletion by the output cap's rolling tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkKey {
+    pub stream: Stream,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutputBatch {
+    pub task: TaskId,
+    pub attempt: u32,
+    pub chunks: Vec<NewChunk>,
+    /// Chunks to delete because the rolling tail moved past them.
+    pub drop: Vec<ChunkKey>,
+    /// Totals for the attempt after this batch.
+    pub total_bytes: u64,
+    pub omitted_bytes: u64,
+    pub now: Millis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredChunk {
+    pub stream: Stream,
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatusCounts {
+    pub by_status: Vec<(Status, u64)>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a batch in one transaction: all or nothing. Dependencies are resolved,
+    /// cycles inside the batch rejected, initial statuses decided, events appended.
+    async fn submit(&self, batch: Vec<ValidTask>, now: Millis) -> Result<Vec<Submitted>>;
+    async fn get(&self, id: TaskId) -> Result<Task>;
+    /// A full id or a unique prefix.
+    async fn resolve(&self, id: &IdRef) -> Result<TaskId>;
+    async fn list(&self, query: &ListQuery) -> Result<Page>;
+    async fn attempts(&self, id: TaskId) -> Result<Vec<Attempt>>;
+    /// Tasks that depend on `id`.
+    async fn dependents(&self, id: TaskId) -> Result<Vec<TaskId>>;
+
+    /// Claims the best ready task for `node`: highest priority, then oldest, in a group
+    /// that is not paused and below its limit. Queued -> running as a compare-and-set.
+    async fn claim(&self, node: &NodeId, lease_ms: u64, now: Millis) -> Result<Option<Task>>;
+    /// Records the process group of a running attempt, before the child is let go.
+    async fn set_pgid(&self, id: TaskId, attempt: u32, pgid: i32) -> Result<()>;
+    /// Ends a running attempt (and schedules the next one when `retry_at` is set).
+    async fn finish(&self, finish: Finish) -> Result<Task>;
+    async fn cancel(&self, id: TaskId, reason: Option<String>, now: Millis) -> Result<CancelOutcome>;
+    /// Starts a new attempt of a finished task.
+    async fn retry(&self, id: TaskId, now: Millis) -> Result<Task>;
+    /// Scheduled tasks whose time has come become queued. Returns how many.
+    async fn promote_due(&self, now: Millis) -> Result<u64>;
+    /// When the next scheduled task becomes ready.
+    async fn next_ready_at(&self) -> Result<Option<Millis>>;
+    /// Extends the leases of `node`'s running tasks.
+    async fn renew_leases(&self, node: &NodeId, until: Millis) -> Result<u64>;
+    /// Running tasks, of one node or of all.
+    async fn running(&self, node: Option<&NodeId>) -> Result<Vec<Task>>;
+
+    async fn append_output(&self, batch: OutputBatch) -> Result<()>;
+    /// Stored chunks of one attempt in offset order, per stream when given.
+    async fn read_output(
+        &self,
+        id: TaskId,
+        attempt: u32,
+        stream: Option<Stream>,
+    ) -> Result<Vec<StoredChunk>>;
+
+    /// Events with `seq > after`, oldest first, at most `limit`, optionally of one task.
+    async fn events_after(&self, after: i64, limit: u32, task: Option<TaskId>) -> Result<Vec<Event>>;
+    async fn last_event_seq(&self) -> Result<i64>;
+    /// Resolves after a transaction that appended events has committed (at once if one
+    /// committed since the previous call). Never misses a commit.
+    async fn wait_committed(&self);
+
+    async fn groups(&self) -> Result<Vec<Group>>;
+    async fn add_group(&self, name: &str, parallel: Option<u32>, now: Millis) -> Result<Group>;
+    async fn set_group_parallel(&self, name: &str, parallel: Option<u32>, now: Millis) -> Result<Group>;
+    /// Pauses or resumes one group, or the whole queue when `group` is None.
+    async fn set_paused(&self, group: Option<&str>, paused: bool, now: Millis) -> Result<()>;
+    async fn queue_paused(&self) -> Result<bool>;
+
+    /// Deletes tasks that finished before `before`, with their output, attempts and events.
+    async fn clean(&self, before: Millis) -> Result<u64>;
+    async fn status_counts(&self) -> Result<StatusCounts>;
+    async fn register_node(&self, node: &NodeId, address: Option<&str>, now: Millis) -> Result<()>;
+    async fn close(&self);
+}

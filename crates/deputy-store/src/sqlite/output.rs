@@ -1,0 +1,128 @@
+//! Output chunks and the event log's read side.
+
+use deputy_core::event::EventBody;
+use deputy_core::{Event, Stream, TaskId};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+
+use super::rows::parse_id;
+use super::tasks::append_event;
+use crate::{OutputBatch, Result, StoreError, StoredChunk};
+
+pub(super) async fn append(conn: &mut SqliteConnection, b: OutputBatch) -> Result<()> {
+    for c in &b.chunks {
+        let seq = append_event(
+            conn,
+            Some(b.task),
+            &EventBody::TaskOutput {
+                attempt: b.attempt,
+                stream: c.stream,
+                offset: c.offset,
+                len: c.data.len() as u64,
+                data: None,
+            },
+            b.now,
+        )
+        .await?;
+        sqlx::query(
+            "INSERT INTO output_chunks (task_id, attempt, stream, \"offset\", data, event_seq)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(b.task.to_string())
+        .bind(i64::from(b.attempt))
+        .bind(c.stream.as_str())
+        .bind(c.offset as i64)
+        .bind(&c.data)
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for k in &b.drop {
+        sqlx::query(
+            "DELETE FROM output_chunks WHERE task_id = ? AND attempt = ? AND stream = ? AND \"offset\" = ?",
+        )
+        .bind(b.task.to_string())
+        .bind(i64::from(b.attempt))
+        .bind(k.stream.as_str())
+        .bind(k.offset as i64)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query("UPDATE attempts SET output_bytes = ?, omitted_bytes = ? WHERE task_id = ? AND number = ?")
+        .bind(b.total_bytes as i64)
+        .bind(b.omitted_bytes as i64)
+        .bind(b.task.to_string())
+        .bind(i64::from(b.attempt))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn read(
+    conn: &mut SqliteConnection,
+    id: TaskId,
+    attempt: u32,
+    stream: Option<Stream>,
+) -> Result<Vec<StoredChunk>> {
+    let mut qb = QueryBuilder::<Sqlite>::new(
+        "SELECT stream, \"offset\", data FROM output_chunks WHERE task_id = ",
+    );
+    qb.push_bind(id.to_string())
+        .push(" AND attempt = ")
+        .push_bind(i64::from(attempt));
+    if let Some(s) = stream {
+        qb.push(" AND stream = ").push_bind(s.as_str());
+    }
+    // event_seq is the order the bytes were captured in, across both streams.
+    qb.push(" ORDER BY event_seq");
+    let rows = qb.build().fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|r| {
+            let s: String = r.try_get("stream")?;
+            Ok(StoredChunk {
+                stream: Stream::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("stream {s}")))?,
+                offset: r.try_get::<i64, _>("offset")? as u64,
+                data: r.try_get("data")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn events_after(
+    conn: &mut SqliteConnection,
+    after: i64,
+    limit: u32,
+    task: Option<TaskId>,
+) -> Result<Vec<Event>> {
+    let mut qb = QueryBuilder::<Sqlite>::new(
+        "SELECT e.seq, e.task_id, e.type, e.payload, e.at, c.data
+         FROM events e LEFT JOIN output_chunks c ON c.event_seq = e.seq
+         WHERE e.seq > ",
+    );
+    qb.push_bind(after);
+    if let Some(t) = task {
+        qb.push(" AND e.task_id = ").push_bind(t.to_string());
+    }
+    qb.push(" ORDER BY e.seq LIMIT ").push_bind(i64::from(limit.clamp(1, 10_000)));
+    let rows = qb.build().fetch_all(&mut *conn).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let type_name: String = r.try_get("type")?;
+        let payload: String = r.try_get("payload")?;
+        let payload: serde_json::Value =
+            serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(format!("event payload: {e}")))?;
+        let mut body = EventBody::from_parts(&type_name, payload)
+            .map_err(|e| StoreError::Corrupt(format!("event {type_name}: {e}")))?;
+        if let EventBody::TaskOutput { data, .. } = &mut body {
+            let bytes: Option<Vec<u8>> = r.try_get("data")?;
+            *data = bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
+        }
+        let task: Option<String> = r.try_get("task_id")?;
+        out.push(Event {
+            seq: r.try_get("seq")?,
+            at: r.try_get("at")?,
+            task: task.as_deref().map(parse_id).transpose()?,
+            body,
+        });
+    }
+    Ok(out)
+}

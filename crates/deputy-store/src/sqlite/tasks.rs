@@ -1,0 +1,736 @@
+//! Every write to task state. Each function runs inside the caller's transaction; the
+//! status changes all go through [`apply`], the compare-and-set that checks the core
+//! state machine, writes the row, keeps the group counter and appends the event.
+
+use std::collections::HashMap;
+
+use deputy_core::event::EventBody;
+use deputy_core::status::check_transition;
+use deputy_core::submit::{DepTarget, ValidTask};
+use deputy_core::time::Millis;
+use deputy_core::{DepMode, Dependency, NodeId, Status, Task, TaskId};
+use sqlx::SqliteConnection;
+
+use super::rows::{self, load_task};
+use crate::{CancelOutcome, Finish, Group, Result, StoreError, Submitted};
+
+pub(super) async fn append_event(
+    conn: &mut SqliteConnection,
+    task: Option<TaskId>,
+    body: &EventBody,
+    now: Millis,
+) -> Result<i64> {
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO events (task_id, type, payload, at) VALUES (?, ?, ?, ?) RETURNING seq",
+    )
+    .bind(task.map(|t| t.to_string()))
+    .bind(body.type_name())
+    .bind(body.payload().to_string())
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(seq)
+}
+
+/// One status change, described by what it sets besides the status.
+#[derive(Debug, Default)]
+struct Move {
+    new_attempt: bool,
+    reason: Option<String>,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    ready_at: Option<Millis>,
+    claim: Option<(String, Millis)>,
+}
+
+/// The compare-and-set at the heart of the store.
+async fn apply(conn: &mut SqliteConnection, cur: &Task, to: Status, mv: Move, now: Millis) -> Result<Task> {
+    check_transition(cur.status, to, mv.new_attempt).map_err(|e| StoreError::Invalid(format!("task {}: {e}", cur.id)))?;
+    let mut t = cur.clone();
+    t.status = to;
+    t.updated_at = now;
+    if mv.new_attempt {
+        t.attempt += 1;
+        t.started_at = None;
+        t.finished_at = None;
+        t.exit_code = None;
+        t.signal = None;
+        t.pgid = None;
+        t.cancel_requested = false;
+        t.lease_expires_at = None;
+    }
+    t.reason = mv.reason.clone();
+    match to {
+        Status::Running => {
+            let (node, lease) = mv.claim.clone().unwrap_or_default();
+            t.node = Some(node);
+            t.lease_expires_at = Some(lease);
+            t.started_at = Some(now);
+            t.pgid = None;
+            t.ready_at = None;
+        }
+        Status::Queued => t.ready_at = None,
+        Status::Scheduled => t.ready_at = mv.ready_at,
+        Status::Blocked => {}
+        _ => {
+            // Terminal.
+            t.finished_at = Some(now);
+            t.exit_code = mv.exit_code;
+            t.signal = mv.signal;
+            t.lease_expires_at = None;
+            t.ready_at = None;
+        }
+    }
+    let updated = sqlx::query(
+        "UPDATE tasks SET status = ?, attempt = ?, updated_at = ?, started_at = ?, finished_at = ?,
+            ready_at = ?, exit_code = ?, signal = ?, reason = ?, node = ?, lease_expires_at = ?,
+            pgid = ?, cancel_requested = ?
+         WHERE id = ? AND status = ? AND attempt = ?",
+    )
+    .bind(t.status.as_str())
+    .bind(i64::from(t.attempt))
+    .bind(t.updated_at)
+    .bind(t.started_at)
+    .bind(t.finished_at)
+    .bind(t.ready_at)
+    .bind(t.exit_code.map(i64::from))
+    .bind(t.signal.map(i64::from))
+    .bind(&t.reason)
+    .bind(&t.node)
+    .bind(t.lease_expires_at)
+    .bind(t.pgid.map(i64::from))
+    .bind(i64::from(t.cancel_requested))
+    .bind(t.id.to_string())
+    .bind(cur.status.as_str())
+    .bind(i64::from(cur.attempt))
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() != 1 {
+        let actual = load_task(conn, cur.id).await?;
+        return Err(StoreError::Conflict {
+            id: cur.id,
+            expected: format!("{} (attempt {})", cur.status, cur.attempt),
+            actual: actual.status,
+        });
+    }
+    if cur.status == Status::Running {
+        sqlx::query("UPDATE groups SET running = running - 1 WHERE name = ?")
+            .bind(&t.spec.group)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "UPDATE attempts SET status = ?, finished_at = ?, exit_code = ?, signal = ?, reason = ?
+             WHERE task_id = ? AND number = ?",
+        )
+        .bind(to.as_str())
+        .bind(now)
+        .bind(t.exit_code.map(i64::from))
+        .bind(t.signal.map(i64::from))
+        .bind(&t.reason)
+        .bind(t.id.to_string())
+        .bind(i64::from(cur.attempt))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if to == Status::Running {
+        sqlx::query("UPDATE groups SET running = running + 1 WHERE name = ?")
+            .bind(&t.spec.group)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO attempts (task_id, number, status, node, started_at) VALUES (?, ?, 'running', ?, ?)",
+        )
+        .bind(t.id.to_string())
+        .bind(i64::from(t.attempt))
+        .bind(&t.node)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    append_event(
+        conn,
+        Some(t.id),
+        &EventBody::TaskStatus {
+            from: cur.status,
+            to,
+            attempt: t.attempt,
+            reason: mv.reason,
+            exit_code: mv.exit_code,
+            signal: mv.signal,
+            run_at: if to == Status::Scheduled { t.ready_at } else { None },
+        },
+        now,
+    )
+    .await?;
+    Ok(t)
+}
+
+/// A task reached a terminal status with no retry to follow: announce it and settle
+/// every dependent that was waiting on it, transitively.
+async fn ended_for_good(conn: &mut SqliteConnection, task: &Task, now: Millis) -> Result<()> {
+    append_event(
+        conn,
+        Some(task.id),
+        &EventBody::TaskFinished {
+            status: task.status,
+            attempt: task.attempt,
+            exit_code: task.exit_code,
+            reason: task.reason.clone(),
+        },
+        now,
+    )
+    .await?;
+    let mut work = vec![task.id];
+    while let Some(done) = work.pop() {
+        for dependent in rows::dependents(conn, done).await? {
+            let d = load_task(conn, dependent).await?;
+            if d.status != Status::Blocked {
+                continue;
+            }
+            match readiness(conn, &d.depends_on).await? {
+                Readiness::Waiting => {}
+                Readiness::Ready => {
+                    make_ready(conn, &d, now).await?;
+                }
+                Readiness::DependencyFailed(reason) => {
+                    let c = apply(
+                        conn,
+                        &d,
+                        Status::Cancelled,
+                        Move {
+                            reason: Some(reason),
+                            ..Move::default()
+                        },
+                        now,
+                    )
+                    .await?;
+                    append_event(
+                        conn,
+                        Some(c.id),
+                        &EventBody::TaskFinished {
+                            status: c.status,
+                            attempt: c.attempt,
+                            exit_code: None,
+                            reason: c.reason.clone(),
+                        },
+                        now,
+                    )
+                    .await?;
+                    work.push(c.id);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+enum Readiness {
+    Waiting,
+    Ready,
+    DependencyFailed(String),
+}
+
+async fn readiness(conn: &mut SqliteConnection, deps: &[Dependency]) -> Result<Readiness> {
+    let mut waiting = false;
+    for dep in deps {
+        let status: String = sqlx::query_scalar("SELECT status FROM tasks WHERE id = ?")
+            .bind(dep.task.to_string())
+            .fetch_one(&mut *conn)
+            .await?;
+        let status = rows::parse_status(&status)?;
+        if !status.is_terminal() {
+            waiting = true;
+        } else if dep.mode == DepMode::Success && !status.satisfies_success_edge() {
+            return Ok(Readiness::DependencyFailed(format!(
+                "dependency {} failed ({status})",
+                dep.task
+            )));
+        }
+    }
+    Ok(if waiting { Readiness::Waiting } else { Readiness::Ready })
+}
+
+async fn make_ready(conn: &mut SqliteConnection, t: &Task, now: Millis) -> Result<Task> {
+    match t.spec.run_at {
+        Some(at) if at > now => {
+            apply(
+                conn,
+                t,
+                Status::Scheduled,
+                Move {
+                    ready_at: Some(at),
+                    ..Move::default()
+                },
+                now,
+            )
+            .await
+        }
+        _ => apply(conn, t, Status::Queued, Move::default(), now).await,
+    }
+}
+
+pub(super) async fn submit(conn: &mut SqliteConnection, batch: Vec<ValidTask>, now: Millis) -> Result<Vec<Submitted>> {
+    if batch.is_empty() {
+        return Err(StoreError::Invalid("the batch is empty".into()));
+    }
+    // Batch keys must be unique; dependencies on keys must name one of them.
+    let mut key_index: HashMap<&str, usize> = HashMap::new();
+    for (i, t) in batch.iter().enumerate() {
+        if let Some(k) = &t.key
+            && key_index.insert(k.as_str(), i).is_some()
+        {
+            return Err(StoreError::Invalid(format!("batch key `{k}` is used twice")));
+        }
+    }
+    let mut local_edges: Vec<Vec<usize>> = vec![Vec::new(); batch.len()];
+    let mut resolved: Vec<Vec<(DepRef, DepMode)>> = Vec::with_capacity(batch.len());
+    for (i, t) in batch.iter().enumerate() {
+        let mut deps = Vec::new();
+        for d in &t.depends_on {
+            let r = match &d.target {
+                DepTarget::Key(k) => {
+                    let j = *key_index.get(k.as_str()).ok_or_else(|| {
+                        StoreError::Invalid(format!("depends_on: no task with key `{k}` in this batch"))
+                    })?;
+                    local_edges[i].push(j);
+                    DepRef::Local(j)
+                }
+                DepTarget::Task(id) => DepRef::Stored(rows::resolve(conn, id).await.map_err(|e| match e {
+                    StoreError::NotFound(x) => StoreError::Invalid(format!("depends_on: no task {x}")),
+                    other => other,
+                })?),
+            };
+            deps.push((r, d.mode));
+        }
+        resolved.push(deps);
+    }
+    if let Some(cycle) = deputy_core::dag::find_cycle(&local_edges) {
+        let names: Vec<String> = cycle
+            .iter()
+            .map(|&i| batch[i].key.clone().unwrap_or_else(|| format!("#{i}")))
+            .collect();
+        return Err(StoreError::Invalid(format!("dependency cycle: {}", names.join(" -> "))));
+    }
+    for t in &batch {
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM groups WHERE name = ?")
+            .bind(&t.spec.group)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::UnknownGroup(t.spec.group.clone()));
+        }
+    }
+
+    // Insert in dependency order, so every edge points at a stored row.
+    let order = topo_order(&local_edges);
+    let mut ids: Vec<Option<TaskId>> = vec![None; batch.len()];
+    let mut out: Vec<Option<Submitted>> = vec![None; batch.len()];
+    for i in order {
+        let t = &batch[i];
+        if let Some(key) = &t.spec.idempotency_key {
+            let existing: Option<String> = sqlx::query_scalar("SELECT id FROM tasks WHERE idempotency_key = ?")
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some(existing) = existing {
+                let task = load_task(conn, rows::parse_id(&existing)?).await?;
+                ids[i] = Some(task.id);
+                out[i] = Some(Submitted { task, created: false });
+                continue;
+            }
+        }
+        let deps: Vec<Dependency> = resolved[i]
+            .iter()
+            .map(|(r, mode)| Dependency {
+                task: match r {
+                    DepRef::Stored(id) => *id,
+                    DepRef::Local(j) => ids[*j].expect("inserted in dependency order"),
+                },
+                mode: *mode,
+            })
+            .collect();
+        let task = insert_task(conn, t, deps, now).await?;
+        ids[i] = Some(task.id);
+        out[i] = Some(Submitted { task, created: true });
+    }
+    Ok(out.into_iter().map(|s| s.expect("every task handled")).collect())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum DepRef {
+    Stored(TaskId),
+    Local(usize),
+}
+
+fn topo_order(edges: &[Vec<usize>]) -> Vec<usize> {
+    // Kahn's algorithm over the batch; the graph is known to be acyclic.
+    let n = edges.len();
+    let mut remaining: Vec<usize> = edges.iter().map(Vec::len).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, deps) in edges.iter().enumerate() {
+        for &j in deps {
+            dependents[j].push(i);
+        }
+    }
+    let mut ready: Vec<usize> = (0..n).rev().filter(|&i| remaining[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop() {
+        order.push(i);
+        for &d in &dependents[i] {
+            remaining[d] -= 1;
+            if remaining[d] == 0 {
+                ready.push(d);
+            }
+        }
+    }
+    order
+}
+
+async fn insert_task(conn: &mut SqliteConnection, t: &ValidTask, deps: Vec<Dependency>, now: Millis) -> Result<Task> {
+    let id = TaskId::new();
+    let (status, reason, ready_at) = match readiness(conn, &deps).await? {
+        Readiness::Waiting => (Status::Blocked, None, None),
+        Readiness::DependencyFailed(r) => (Status::Cancelled, Some(r), None),
+        Readiness::Ready => match t.spec.run_at {
+            Some(at) if at > now => (Status::Scheduled, None, Some(at)),
+            _ => (Status::Queued, None, None),
+        },
+    };
+    let created = EventBody::TaskCreated {
+        status,
+        name: t.spec.title(),
+        group: t.spec.group.clone(),
+        priority: t.spec.priority,
+    };
+    let seq = append_event(conn, Some(id), &created, now).await?;
+    let spec_json = serde_json::to_string(&t.spec).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let finished_at = status.is_terminal().then_some(now);
+    sqlx::query(
+        "INSERT INTO tasks (id, status, priority, group_name, attempt, spec, title, idempotency_key,
+            queue_seq, created_at, updated_at, ready_at, reason, finished_at)
+         VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id.to_string())
+    .bind(status.as_str())
+    .bind(t.spec.priority.rank())
+    .bind(&t.spec.group)
+    .bind(spec_json)
+    .bind(t.spec.title())
+    .bind(&t.spec.idempotency_key)
+    .bind(seq)
+    .bind(now)
+    .bind(now)
+    .bind(ready_at)
+    .bind(&reason)
+    .bind(finished_at)
+    .execute(&mut *conn)
+    .await?;
+    for label in &t.spec.labels {
+        sqlx::query("INSERT OR IGNORE INTO task_labels (label, task_id) VALUES (?, ?)")
+            .bind(label)
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    for d in &deps {
+        sqlx::query("INSERT OR IGNORE INTO task_deps (task_id, depends_on, mode) VALUES (?, ?, ?)")
+            .bind(id.to_string())
+            .bind(d.task.to_string())
+            .bind(d.mode.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    let task = load_task(conn, id).await?;
+    if status.is_terminal() {
+        ended_for_good(conn, &task, now).await?;
+    }
+    Ok(task)
+}
+
+pub(super) async fn claim(conn: &mut SqliteConnection, node: &NodeId, lease_ms: u64, now: Millis) -> Result<Option<Task>> {
+    let candidate: Option<String> = sqlx::query_scalar(
+        "SELECT t.id FROM tasks t JOIN groups g ON g.name = t.group_name
+         WHERE t.status = 'queued' AND g.paused = 0
+           AND (g.parallel IS NULL OR g.running < g.parallel)
+           AND (SELECT value FROM settings WHERE key = 'queue_paused') = '0'
+         ORDER BY t.priority, t.queue_seq
+         LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(id) = candidate else { return Ok(None) };
+    let cur = load_task(conn, rows::parse_id(&id)?).await?;
+    let lease = now.saturating_add(lease_ms as i64);
+    let t = apply(
+        conn,
+        &cur,
+        Status::Running,
+        Move {
+            claim: Some((node.0.clone(), lease)),
+            ..Move::default()
+        },
+        now,
+    )
+    .await?;
+    Ok(Some(t))
+}
+
+pub(super) async fn set_pgid(conn: &mut SqliteConnection, id: TaskId, attempt: u32, pgid: i32) -> Result<()> {
+    let r = sqlx::query("UPDATE tasks SET pgid = ? WHERE id = ? AND attempt = ? AND status = 'running'")
+        .bind(i64::from(pgid))
+        .bind(id.to_string())
+        .bind(i64::from(attempt))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE attempts SET pgid = ? WHERE task_id = ? AND number = ?")
+        .bind(i64::from(pgid))
+        .bind(id.to_string())
+        .bind(i64::from(attempt))
+        .execute(&mut *conn)
+        .await?;
+    if r.rows_affected() != 1 {
+        let actual = load_task(conn, id).await?;
+        return Err(StoreError::Conflict {
+            id,
+            expected: format!("running (attempt {attempt})"),
+            actual: actual.status,
+        });
+    }
+    Ok(())
+}
+
+pub(super) async fn finish(conn: &mut SqliteConnection, f: Finish) -> Result<Task> {
+    let cur = load_task(conn, f.id).await?;
+    if cur.status != Status::Running || cur.attempt != f.attempt {
+        return Err(StoreError::Conflict {
+            id: f.id,
+            expected: format!("running (attempt {})", f.attempt),
+            actual: cur.status,
+        });
+    }
+    let ended = apply(
+        conn,
+        &cur,
+        f.status,
+        Move {
+            reason: f.reason.clone(),
+            exit_code: f.exit_code,
+            signal: f.signal,
+            ..Move::default()
+        },
+        f.now,
+    )
+    .await?;
+    match f.retry_at {
+        Some(at) if f.status.is_retryable_outcome() => {
+            let (to, ready_at) = if at > f.now {
+                (Status::Scheduled, Some(at))
+            } else {
+                (Status::Queued, None)
+            };
+            let reason = format!(
+                "retrying: attempt {} ended {}{}",
+                ended.attempt,
+                ended.status,
+                ended.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+            );
+            apply(
+                conn,
+                &ended,
+                to,
+                Move {
+                    new_attempt: true,
+                    reason: Some(reason),
+                    ready_at,
+                    ..Move::default()
+                },
+                f.now,
+            )
+            .await
+        }
+        _ => {
+            ended_for_good(conn, &ended, f.now).await?;
+            Ok(ended)
+        }
+    }
+}
+
+pub(super) async fn cancel(conn: &mut SqliteConnection, id: TaskId, reason: Option<String>, now: Millis) -> Result<CancelOutcome> {
+    let cur = load_task(conn, id).await?;
+    match cur.status {
+        s if s.is_pending() => {
+            let t = apply(
+                conn,
+                &cur,
+                Status::Cancelled,
+                Move {
+                    reason: Some(reason.unwrap_or_else(|| "cancelled before it started".into())),
+                    ..Move::default()
+                },
+                now,
+            )
+            .await?;
+            ended_for_good(conn, &t, now).await?;
+            Ok(CancelOutcome::Cancelled(t))
+        }
+        Status::Running => {
+            if !cur.cancel_requested {
+                sqlx::query("UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'running'")
+                    .bind(now)
+                    .bind(id.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+                append_event(conn, Some(id), &EventBody::TaskCancelRequested { reason }, now).await?;
+            }
+            Ok(CancelOutcome::Requested(load_task(conn, id).await?))
+        }
+        _ => Ok(CancelOutcome::AlreadyFinished(cur)),
+    }
+}
+
+pub(super) async fn retry(conn: &mut SqliteConnection, id: TaskId, now: Millis) -> Result<Task> {
+    let cur = load_task(conn, id).await?;
+    if !cur.status.is_terminal() {
+        return Err(StoreError::Conflict {
+            id,
+            expected: "finished".into(),
+            actual: cur.status,
+        });
+    }
+    apply(
+        conn,
+        &cur,
+        Status::Queued,
+        Move {
+            new_attempt: true,
+            reason: Some("retried by request".into()),
+            ..Move::default()
+        },
+        now,
+    )
+    .await
+}
+
+pub(super) async fn promote_due(conn: &mut SqliteConnection, now: Millis) -> Result<u64> {
+    let due: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM tasks WHERE status = 'scheduled' AND ready_at <= ? ORDER BY ready_at LIMIT 1000",
+    )
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    for id in &due {
+        let cur = load_task(conn, rows::parse_id(id)?).await?;
+        apply(conn, &cur, Status::Queued, Move::default(), now).await?;
+    }
+    Ok(due.len() as u64)
+}
+
+async fn load_group(conn: &mut SqliteConnection, name: &str) -> Result<Group> {
+    let row = sqlx::query("SELECT name, parallel, paused, running FROM groups WHERE name = ?")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::UnknownGroup(name.to_string()))?;
+    rows::group_from_row(&row)
+}
+
+pub(super) async fn add_group(conn: &mut SqliteConnection, name: &str, parallel: Option<u32>, now: Millis) -> Result<Group> {
+    deputy_core::limits::check_group_name(name).map_err(StoreError::Invalid)?;
+    let r = sqlx::query("INSERT OR IGNORE INTO groups (name, parallel, paused, running, created_at) VALUES (?, ?, 0, 0, ?)")
+        .bind(name)
+        .bind(parallel.map(i64::from))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Err(StoreError::GroupExists(name.to_string()));
+    }
+    append_event(
+        conn,
+        None,
+        &EventBody::QueueUpdated {
+            group: Some(name.to_string()),
+            paused: Some(false),
+            parallel,
+        },
+        now,
+    )
+    .await?;
+    load_group(conn, name).await
+}
+
+pub(super) async fn set_group_parallel(conn: &mut SqliteConnection, name: &str, parallel: Option<u32>, now: Millis) -> Result<Group> {
+    load_group(conn, name).await?;
+    sqlx::query("UPDATE groups SET parallel = ? WHERE name = ?")
+        .bind(parallel.map(i64::from))
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    append_event(
+        conn,
+        None,
+        &EventBody::QueueUpdated {
+            group: Some(name.to_string()),
+            paused: None,
+            parallel,
+        },
+        now,
+    )
+    .await?;
+    load_group(conn, name).await
+}
+
+pub(super) async fn set_paused(conn: &mut SqliteConnection, group: Option<&str>, paused: bool, now: Millis) -> Result<()> {
+    match group {
+        Some(name) => {
+            load_group(conn, name).await?;
+            sqlx::query("UPDATE groups SET paused = ? WHERE name = ?")
+                .bind(i64::from(paused))
+                .bind(name)
+                .execute(&mut *conn)
+                .await?;
+        }
+        None => {
+            sqlx::query("UPDATE settings SET value = ? WHERE key = 'queue_paused'")
+                .bind(if paused { "1" } else { "0" })
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    append_event(
+        conn,
+        None,
+        &EventBody::QueueUpdated {
+            group: group.map(str::to_string),
+            paused: Some(paused),
+            parallel: None,
+        },
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn clean(conn: &mut SqliteConnection, before: Millis) -> Result<u64> {
+    // Only tasks whose dependents have all ended too, so no waiting task loses an edge.
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM tasks t WHERE finished_at < ?
+           AND status IN ('succeeded', 'failed', 'cancelled', 'timed_out', 'interrupted')
+           AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks o ON o.id = d.task_id
+                           WHERE d.depends_on = t.id AND o.finished_at IS NULL)",
+    )
+    .bind(before)
+    .fetch_all(&mut *conn)
+    .await?;
+    for id in &ids {
+        sqlx::query("DELETE FROM events WHERE task_id = ?")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DELETE FROM tasks WHERE id = ?")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(ids.len() as u64)
+}
