@@ -4,10 +4,12 @@
 //! [`status::check_transition`] to change a task's status and through [`submit`]
 //! to turn user input into a stored [`spec::TaskSpec`].
 
+pub mod api;
 pub mod dag;
 pub mod event;
 pub mod id;
 pub mod limits;
+pub mod output;
 pub mod retry;
 pub mod size;
 pub mod spec;

@@ -1,0 +1,313 @@
+//! deputy's engine: it turns stored tasks into supervised processes.
+//!
+//! - [`Engine::start`] recovers what a previous life left running, then starts the
+//!   scheduler, the lease heartbeat, the resource monitor and the event bus.
+//! - The scheduler is event-driven: woken by submit, completion, cancel, queue changes
+//!   and the next scheduled time, never by polling.
+//! - Each claimed task gets one supervisor ([`supervisor`]), which owns its process.
+//!
+//! The engine never changes task state except through the [`Store`]; its in-memory map
+//! of running supervisors is rebuilt from claims, never the other way round.
+
+pub mod bus;
+pub mod capture;
+pub mod procfs;
+mod recovery;
+pub mod resources;
+pub mod runner;
+mod scheduler;
+pub mod supervisor;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deputy_core::submit::{NewTask, SubmitDefaults, ValidTask};
+use deputy_core::time::now_ms;
+use deputy_core::{IdRef, NodeId, Task, TaskId, ValidationError};
+use deputy_store::{CancelOutcome, Group, Store, StoreError, Submitted};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use bus::EventBus;
+pub use resources::{ResourceLimits, Snapshot};
+use supervisor::Stops;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub node: NodeId,
+    /// Tasks this node runs at once.
+    pub parallel: usize,
+    pub defaults: SubmitDefaults,
+    /// Between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    pub lease: Duration,
+    pub resources: ResourceLimits,
+    pub resource_sample: Duration,
+    pub output_flush_interval: Duration,
+}
+
+impl EngineConfig {
+    pub fn new(node: NodeId, defaults: SubmitDefaults) -> Self {
+        Self {
+            node,
+            parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            defaults,
+            kill_grace: Duration::from_secs(5),
+            lease: Duration::from_secs(30),
+            resources: ResourceLimits::default(),
+            resource_sample: Duration::from_secs(1),
+            output_flush_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error("invalid task: {0}")]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("task {id} is {status}: {what}")]
+    WrongState {
+        id: TaskId,
+        status: deputy_core::Status,
+        what: String,
+    },
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+}
+
+struct RunningEntry {
+    stops: Stops,
+    cancel_reason: Option<String>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) cfg: EngineConfig,
+    pub(crate) base_env: BTreeMap<String, String>,
+    wake: Notify,
+    running: Mutex<HashMap<TaskId, RunningEntry>>,
+    /// Stop starting tasks.
+    stop: CancellationToken,
+    /// Stop background loops (after supervisors are done).
+    halt: CancellationToken,
+    supervisors: TaskTracker,
+    resources: watch::Receiver<Snapshot>,
+}
+
+impl Inner {
+    fn running_count(&self) -> usize {
+        self.running.lock().expect("running map").len()
+    }
+
+    /// A supervisor is done: forget it and let the scheduler fill its slot.
+    pub(crate) fn release(&self, id: TaskId) {
+        self.running.lock().expect("running map").remove(&id);
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn cancel_reason(&self, id: TaskId) -> Option<String> {
+        self.running
+            .lock()
+            .expect("running map")
+            .get(&id)
+            .and_then(|e| e.cancel_reason.clone())
+    }
+
+    /// Signals the local supervisor of `id`, if there is one.
+    fn signal_cancel(&self, id: TaskId, reason: Option<String>) -> bool {
+        let mut map = self.running.lock().expect("running map");
+        match map.get_mut(&id) {
+            Some(entry) => {
+                if entry.cancel_reason.is_none() {
+                    entry.cancel_reason = reason;
+                }
+                entry.stops.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A cheap-clone handle to the running engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+    bus: EventBus,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("node", &self.inner.cfg.node).finish()
+    }
+}
+
+impl Engine {
+    /// Recovers, then starts every background part. Call from within a tokio runtime.
+    pub async fn start(store: Arc<dyn Store>, cfg: EngineConfig) -> Result<Self, EngineError> {
+        let halt = CancellationToken::new();
+        store.register_node(&cfg.node, None, now_ms()).await?;
+        let bus = EventBus::start(store.clone(), halt.clone()).await?;
+        recovery::recover(&store, &cfg).await?;
+        let resources = if cfg.resources.is_off() {
+            watch::channel(Snapshot::default()).1
+        } else {
+            resources::monitor(cfg.resource_sample, halt.clone())
+        };
+        let inner = Arc::new(Inner {
+            store,
+            base_env: runner::base_env(),
+            cfg,
+            wake: Notify::new(),
+            running: Mutex::new(HashMap::new()),
+            stop: CancellationToken::new(),
+            halt,
+            supervisors: TaskTracker::new(),
+            resources,
+        });
+        tokio::spawn(scheduler::run(inner.clone()));
+        tokio::spawn(heartbeat(inner.clone()));
+        Ok(Self { inner, bus })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn bus(&self) -> &EventBus {
+        &self.bus
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.cfg
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.inner.running_count()
+    }
+
+    /// Validates and stores a batch (all or nothing), then wakes the scheduler.
+    pub async fn submit(&self, batch: Vec<NewTask>) -> Result<Vec<Submitted>, EngineError> {
+        if self.inner.stop.is_cancelled() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let now = now_ms();
+        let valid: Vec<ValidTask> = batch
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.validate(&self.inner.cfg.defaults, now).map_err(|e| {
+                    if i == 0 {
+                        e
+                    } else {
+                        ValidationError::new(format!("tasks[{i}].{}", e.field), e.message)
+                    }
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let out = self.inner.store.submit(valid, now).await?;
+        self.inner.wake.notify_one();
+        Ok(out)
+    }
+
+    pub async fn resolve(&self, id: &IdRef) -> Result<TaskId, EngineError> {
+        Ok(self.inner.store.resolve(id).await?)
+    }
+
+    pub async fn get(&self, id: TaskId) -> Result<Task, EngineError> {
+        Ok(self.inner.store.get(id).await?)
+    }
+
+    /// Cancels a task: at once if it has not started, through its supervisor if it runs.
+    pub async fn cancel(&self, id: TaskId, reason: Option<String>) -> Result<CancelOutcome, EngineError> {
+        let out = self.inner.store.cancel(id, reason.clone(), now_ms()).await?;
+        if let CancelOutcome::Requested(_) = &out {
+            // The flag is committed; if the supervisor registered after our look-up, it
+            // reads the flag itself (see scheduler::start_task).
+            self.inner.signal_cancel(id, reason);
+        }
+        self.inner.wake.notify_one();
+        Ok(out)
+    }
+
+    pub async fn retry(&self, id: TaskId) -> Result<Task, EngineError> {
+        let t = self.inner.store.retry(id, now_ms()).await.map_err(|e| match e {
+            StoreError::Conflict { id, actual, .. } => EngineError::WrongState {
+                id,
+                status: actual,
+                what: "only a finished task can be retried".into(),
+            },
+            other => other.into(),
+        })?;
+        self.inner.wake.notify_one();
+        Ok(t)
+    }
+
+    pub async fn set_paused(&self, group: Option<&str>, paused: bool) -> Result<(), EngineError> {
+        self.inner.store.set_paused(group, paused, now_ms()).await?;
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    pub async fn add_group(&self, name: &str, parallel: Option<u32>) -> Result<Group, EngineError> {
+        let g = self.inner.store.add_group(name, parallel, now_ms()).await?;
+        self.inner.wake.notify_one();
+        Ok(g)
+    }
+
+    pub async fn set_group_parallel(&self, name: &str, parallel: Option<u32>) -> Result<Group, EngineError> {
+        let g = self.inner.store.set_group_parallel(name, parallel, now_ms()).await?;
+        self.inner.wake.notify_one();
+        Ok(g)
+    }
+
+    /// Graceful shutdown: start nothing new, give running tasks `grace` to finish, then
+    /// stop them (they end `interrupted`, requeued where their retries allow). The store
+    /// is closed last.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.stop.cancel();
+        self.inner.supervisors.close();
+        let running = self.inner.running_count();
+        if running > 0 {
+            tracing::info!(running, grace = ?grace, "waiting for running tasks");
+        }
+        if tokio::time::timeout(grace, self.inner.supervisors.wait()).await.is_err() {
+            let stops: Vec<Stops> = self
+                .inner
+                .running
+                .lock()
+                .expect("running map")
+                .values()
+                .map(|e| e.stops.clone())
+                .collect();
+            tracing::warn!(count = stops.len(), "grace period over; interrupting running tasks");
+            for s in stops {
+                s.interrupt.cancel();
+            }
+            self.inner.supervisors.wait().await;
+        }
+        self.inner.halt.cancel();
+        self.inner.store.close().await;
+    }
+}
+
+async fn heartbeat(inner: Arc<Inner>) {
+    let every = inner.cfg.lease / 3;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = inner.halt.cancelled() => break,
+        }
+        let until = now_ms() + inner.cfg.lease.as_millis() as i64;
+        if let Err(e) = inner.store.renew_leases(&inner.cfg.node, until).await {
+            tracing::error!(%e, "renewing leases failed");
+        }
+    }
+}

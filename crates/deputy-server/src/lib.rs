@@ -1,0 +1,50 @@
+//! deputy's daemon: the HTTP API and SSE streams over the engine, and the daemon's
+//! life cycle (data dir lock, store, engine, listener, graceful shutdown).
+//!
+//! Only this crate knows HTTP. `app(state)` builds the router, separate from serving it,
+//! so tests can drive it directly; [`daemon::start`] runs the whole daemon in-process.
+
+mod api;
+pub mod daemon;
+mod error;
+mod sse;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, patch, post};
+use deputy_core::time::Millis;
+use deputy_engine::Engine;
+
+pub use daemon::{Daemon, DaemonConfig, DaemonInfo};
+pub use error::ApiError;
+
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub engine: Engine,
+    pub started_at: Millis,
+    pub data_dir: String,
+}
+
+/// The whole HTTP surface. `max_body` bounds every request body.
+pub fn app(state: AppState, max_body: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/v1/version", get(api::version))
+        .route("/v1/status", get(api::status))
+        .route("/v1/tasks", post(api::submit).get(api::list))
+        .route("/v1/tasks/{id}", get(api::get_task))
+        .route("/v1/tasks/{id}/cancel", post(api::cancel))
+        .route("/v1/tasks/{id}/retry", post(api::retry))
+        .route("/v1/tasks/{id}/logs", get(api::logs))
+        .route("/v1/tasks/{id}/events", get(sse::task_events))
+        .route("/v1/events", get(sse::all_events))
+        .route("/v1/queue/pause", post(api::pause))
+        .route("/v1/queue/resume", post(api::resume))
+        .route("/v1/groups", get(api::groups).post(api::add_group))
+        .route("/v1/groups/{name}", patch(api::update_group))
+        .route("/v1/clean", post(api::clean))
+        .fallback(|| async { ApiError::not_found("no such endpoint; see the README's HTTP section") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}

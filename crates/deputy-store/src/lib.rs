@@ -93,20 +93,7 @@ pub struct ListQuery {
     pub cursor: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Page {
-    /// Newest first.
-    pub tasks: Vec<Task>,
-    pub next_cursor: Option<i64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Group {
-    pub name: String,
-    pub parallel: Option<u32>,
-    pub paused: bool,
-    pub running: u32,
-}
+pub use deputy_core::api::{Group, TaskPage as Page};
 
 /// A chunk of output ready to store.
 #[derive(Debug, Clone)]

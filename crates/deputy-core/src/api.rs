@@ -1,0 +1,148 @@
+//! Shapes that cross the HTTP API, shared by the server and its one client. Plain data;
+//! the server owns the routes and status codes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Stream;
+use crate::submit::NewTask;
+use crate::task::{Attempt, Task};
+use crate::time::Millis;
+use crate::id::TaskId;
+
+/// A page of tasks, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskPage {
+    pub tasks: Vec<Task>,
+    /// Pass as `cursor` to get the next (older) page.
+    pub next_cursor: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub name: String,
+    /// None: no group limit.
+    pub parallel: Option<u32>,
+    pub paused: bool,
+    pub running: u32,
+}
+
+/// `POST /v1/tasks` accepts one task, or `{"tasks": [...]}` stored in one transaction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SubmitRequest {
+    Batch(BatchRequest),
+    One(Box<NewTask>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub tasks: Vec<NewTask>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitResult {
+    pub task: Task,
+    /// False when the idempotency key matched an existing task.
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchResult {
+    pub tasks: Vec<SubmitResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskDetail {
+    #[serde(flatten)]
+    pub task: Task,
+    pub attempts: Vec<Attempt>,
+    pub dependents: Vec<TaskId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelResult {
+    /// It had not started and is now cancelled.
+    Cancelled,
+    /// It is running; its process is being stopped.
+    Requested,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CancelResponse {
+    pub result: CancelResult,
+    pub task: Task,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// One stored chunk of output, as `GET /v1/tasks/{id}/logs?format=json` returns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub stream: Stream,
+    pub offset: u64,
+    /// Decoded lossily; the stored bytes are kept as they were.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogsResponse {
+    pub task: TaskId,
+    pub attempt: u32,
+    pub chunks: Vec<LogChunk>,
+    pub omitted_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseRequest {
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewGroup {
+    pub name: String,
+    #[serde(default)]
+    pub parallel: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupUpdate {
+    /// A number, or null for no group limit.
+    pub parallel: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanRequest {
+    /// Delete tasks that finished more than this many days ago (0: all finished ones).
+    pub older_than_days: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CleanResponse {
+    pub deleted: u64,
+}
+
+/// `GET /v1/status`: who this daemon is and what it is doing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub version: String,
+    pub node: String,
+    pub pid: u32,
+    pub started_at: Millis,
+    pub data_dir: String,
+    pub parallel: usize,
+    pub running: usize,
+    pub queue_paused: bool,
+    pub last_event: i64,
+}

@@ -1,0 +1,44 @@
+//! Rendering stored output for people: chunks in capture order, with a marker wherever
+//! the output cap dropped bytes.
+
+use crate::event::Stream;
+
+/// Renders chunks (in capture order) as bytes. A gap in a stream's offsets becomes a
+/// line `[deputy: N bytes omitted]`.
+pub fn render<'a>(chunks: impl IntoIterator<Item = (Stream, u64, &'a [u8])>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut next = [0u64; 2];
+    for (stream, offset, data) in chunks {
+        let i = match stream {
+            Stream::Stdout => 0,
+            Stream::Stderr => 1,
+        };
+        if offset > next[i] {
+            if !out.is_empty() && !out.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+            out.extend_from_slice(omitted_marker(offset - next[i]).as_bytes());
+        }
+        out.extend_from_slice(data);
+        next[i] = offset + data.len() as u64;
+    }
+    out
+}
+
+pub fn omitted_marker(n: u64) -> String {
+    format!("[deputy: {n} bytes omitted]\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_gaps() {
+        let out = render([
+            (Stream::Stdout, 0, &b"head"[..]),
+            (Stream::Stdout, 10, &b"tail\n"[..]),
+        ]);
+        assert_eq!(String::from_utf8(out).unwrap(), "head\n[deputy: 6 bytes omitted]\ntail\n");
+    }
+}

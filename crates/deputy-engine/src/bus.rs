@@ -1,0 +1,86 @@
+//! The event bus: one follower reads the event log after every commit and broadcasts
+//! the new events in `seq` order. Publishers never broadcast directly, so the bus
+//! cannot announce an uncommitted event or reorder two commits.
+//!
+//! Subscribers get a bounded receiver. One that falls behind by more than the buffer
+//! sees `Lagged` and must resume from the log with its last seq; it never slows the
+//! engine, and nothing is dropped silently.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use deputy_core::Event;
+use deputy_store::Store;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// Events buffered per subscriber before it counts as lagging.
+pub const SUBSCRIBER_BUFFER: usize = 4096;
+const PAGE: u32 = 1000;
+
+#[derive(Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<Arc<Event>>,
+    published: Arc<AtomicI64>,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("published", &self.published.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl EventBus {
+    /// Starts the follower from the log's current end.
+    pub async fn start(store: Arc<dyn Store>, stop: CancellationToken) -> deputy_store::Result<Self> {
+        let (tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+        let published = Arc::new(AtomicI64::new(store.last_event_seq().await?));
+        let bus = Self {
+            tx: tx.clone(),
+            published: published.clone(),
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = store.wait_committed() => {}
+                    () = stop.cancelled() => break,
+                }
+                loop {
+                    let after = published.load(Ordering::Acquire);
+                    let events = match store.events_after(after, PAGE, None).await {
+                        Ok(e) => e,
+                        Err(e) => {
+                            tracing::error!(%e, "reading the event log failed; retrying on the next commit");
+                            break;
+                        }
+                    };
+                    let n = events.len();
+                    for e in events {
+                        published.store(e.seq, Ordering::Release);
+                        // No receivers is fine: nobody is listening right now.
+                        let _ = tx.send(Arc::new(e));
+                    }
+                    if n < PAGE as usize {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(bus)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
+    /// The last seq broadcast.
+    pub fn published(&self) -> i64 {
+        self.published.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,53 @@
+//! Recovery at start: tasks this node's previous life left `running` have their process
+//! group killed (if it is still there and still theirs), become `interrupted`, and are
+//! requeued as a new attempt where their retry policy allows. Each is a compare-and-set
+//! on (running, attempt), so recovery can never record an attempt's end twice.
+
+use std::sync::Arc;
+
+use deputy_core::Status;
+use deputy_core::retry::may_retry;
+use deputy_core::time::now_ms;
+use deputy_store::{Finish, Store, StoreError};
+
+use crate::{EngineConfig, runner};
+
+pub(crate) async fn recover(store: &Arc<dyn Store>, cfg: &EngineConfig) -> Result<(), StoreError> {
+    let left = store.running(Some(&cfg.node)).await?;
+    if left.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(count = left.len(), "recovering tasks left running by this node's previous life");
+    for t in left {
+        let killed = match t.pgid {
+            Some(pgid) => runner::kill_leftover(pgid, &t.id.to_string(), cfg.kill_grace).await,
+            None => false,
+        };
+        let now = now_ms();
+        let retry_at = may_retry(&t.spec.retry, t.attempt).then_some(now);
+        let finish = Finish {
+            id: t.id,
+            attempt: t.attempt,
+            status: Status::Interrupted,
+            exit_code: None,
+            signal: None,
+            reason: Some("the daemon stopped while it ran".into()),
+            retry_at,
+            now,
+        };
+        match store.finish(finish).await {
+            Ok(after) => tracing::warn!(
+                task = %t.id,
+                attempt = t.attempt,
+                killed_leftover_processes = killed,
+                now = %after.status,
+                "recovered"
+            ),
+            Err(StoreError::Conflict { .. }) => {
+                tracing::info!(task = %t.id, "already recovered elsewhere")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

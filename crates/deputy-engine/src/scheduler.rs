@@ -1,0 +1,100 @@
+//! The scheduler loop. Each pass promotes due tasks, then claims ready ones while this
+//! node has free slots and the machine has room; then it sleeps until something can
+//! change the answer: a wake-up (submit, completion, cancel, queue change), the next
+//! scheduled time, or a new resource sample while admission is holding tasks back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deputy_core::Task;
+use deputy_core::time::now_ms;
+
+use crate::supervisor::{self, Stops};
+use crate::{Inner, RunningEntry};
+
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let mut resources = inner.resources.clone();
+    loop {
+        if inner.stop.is_cancelled() {
+            break;
+        }
+        let now = now_ms();
+        if let Err(e) = inner.store.promote_due(now).await {
+            tracing::error!(%e, "promoting scheduled tasks failed");
+        }
+        let mut held_back = false;
+        loop {
+            let running = inner.running_count();
+            if running >= inner.cfg.parallel || inner.stop.is_cancelled() {
+                break;
+            }
+            // With nothing running, always admit one task: outside load alone must not
+            // stall the queue forever.
+            if running > 0
+                && let Some(why) = resources.borrow().refusal(&inner.cfg.resources)
+            {
+                tracing::debug!(%why, "holding back new tasks");
+                held_back = true;
+                break;
+            }
+            let lease = inner.cfg.lease.as_millis() as u64;
+            match inner.store.claim(&inner.cfg.node, lease, now_ms()).await {
+                Ok(Some(task)) => start_task(&inner, task).await,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(%e, "claiming a task failed");
+                    break;
+                }
+            }
+        }
+        let next_due = match inner.store.next_ready_at().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(%e, "reading the next scheduled time failed");
+                Some(now_ms() + 1000)
+            }
+        };
+        let until_due = async {
+            match next_due {
+                Some(at) => {
+                    let wait = (at - now_ms()).max(0) as u64;
+                    tokio::time::sleep(Duration::from_millis(wait)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = inner.wake.notified() => {}
+            () = until_due => {}
+            r = resources.changed(), if held_back => {
+                if r.is_err() {
+                    // The monitor stopped; fall back to a slow re-check.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            () = inner.stop.cancelled() => break,
+        }
+    }
+}
+
+/// Registers the supervisor, then checks the stored cancel flag: a cancel that
+/// committed before the registration is seen here, one after it finds the entry.
+async fn start_task(inner: &Arc<Inner>, task: Task) {
+    let stops = Stops::default();
+    inner.running.lock().expect("running map").insert(
+        task.id,
+        RunningEntry {
+            stops: stops.clone(),
+            cancel_reason: None,
+        },
+    );
+    match inner.store.get(task.id).await {
+        Ok(now) if now.cancel_requested => stops.cancel.cancel(),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(task = %task.id, %e, "re-reading a claimed task failed"),
+    }
+    tracing::debug!(task = %task.id, attempt = task.attempt, "starting");
+    inner
+        .supervisors
+        .spawn(supervisor::supervise(inner.clone(), task, stops));
+}

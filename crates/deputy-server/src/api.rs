@@ -1,0 +1,342 @@
+//! The REST routes under `/v1`. Handlers parse and validate, call the engine, and map
+//! results to the API's shapes; they hold no state of their own.
+
+use std::str::FromStr;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use deputy_core::api::*;
+use deputy_core::time::now_ms;
+use deputy_core::{IdRef, Status, Stream, TaskId};
+use deputy_store::{CancelOutcome, ListQuery};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+pub(crate) async fn resolve_id(state: &AppState, raw: &str) -> Result<TaskId, ApiError> {
+    let r = IdRef::from_str(raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", e.to_string()))?;
+    Ok(state.engine.resolve(&r).await?)
+}
+
+pub(crate) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state.engine.store().last_event_seq().await?;
+    Ok("ready\n")
+}
+
+pub(crate) async fn version() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "name": "deputy", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<DaemonStatus>, ApiError> {
+    let store = state.engine.store();
+    Ok(Json(DaemonStatus {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        node: state.engine.config().node.to_string(),
+        pid: std::process::id(),
+        started_at: state.started_at,
+        data_dir: state.data_dir.clone(),
+        parallel: state.engine.config().parallel,
+        running: state.engine.running_count(),
+        queue_paused: store.queue_paused().await?,
+        last_event: state.engine.bus().published(),
+    }))
+}
+
+pub(crate) async fn submit(
+    State(state): State<AppState>,
+    body: Result<Json<SubmitRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body?;
+    let (batch, single) = match req {
+        SubmitRequest::One(t) => (vec![*t], true),
+        SubmitRequest::Batch(b) => {
+            if b.tasks.is_empty() {
+                return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "tasks: the batch is empty"));
+            }
+            if b.tasks.len() > deputy_core::limits::MAX_BATCH {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    format!("tasks: at most {} tasks per batch", deputy_core::limits::MAX_BATCH),
+                ));
+            }
+            (b.tasks, false)
+        }
+    };
+    let out = state.engine.submit(batch).await?;
+    let any_created = out.iter().any(|s| s.created);
+    let code = if any_created { StatusCode::CREATED } else { StatusCode::OK };
+    let results: Vec<SubmitResult> = out
+        .into_iter()
+        .map(|s| SubmitResult {
+            task: s.task,
+            created: s.created,
+        })
+        .collect();
+    if single {
+        let one = results.into_iter().next().ok_or_else(|| ApiError::bad_request("nothing submitted"))?;
+        Ok((code, Json(one)).into_response())
+    } else {
+        Ok((code, Json(BatchResult { tasks: results })).into_response())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListParams {
+    /// Comma-separated statuses.
+    status: Option<String>,
+    group: Option<String>,
+    label: Option<String>,
+    q: Option<String>,
+    created_after: Option<i64>,
+    created_before: Option<i64>,
+    limit: Option<i64>,
+    cursor: Option<i64>,
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<TaskPage>, ApiError> {
+    let Query(p) = params?;
+    let mut statuses = Vec::new();
+    for s in p.status.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
+        statuses.push(Status::from_str(s.trim()).map_err(ApiError::bad_request)?);
+    }
+    let limit = match p.limit {
+        None => 100,
+        Some(n) if (1..=1000).contains(&n) => n as u32,
+        Some(n) => return Err(ApiError::bad_request(format!("limit must be between 1 and 1000, got {n}"))),
+    };
+    let q = ListQuery {
+        statuses,
+        group: p.group,
+        label: p.label,
+        text: p.q,
+        created_after: p.created_after,
+        created_before: p.created_before,
+        limit,
+        cursor: p.cursor,
+    };
+    Ok(Json(state.engine.store().list(&q).await?))
+}
+
+pub(crate) async fn get_task(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<TaskDetail>, ApiError> {
+    let id = resolve_id(&state, &raw).await?;
+    let store = state.engine.store();
+    Ok(Json(TaskDetail {
+        task: store.get(id).await?,
+        attempts: store.attempts(id).await?,
+        dependents: store.dependents(id).await?,
+    }))
+}
+
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    body: Option<Json<CancelRequest>>,
+) -> Result<Json<CancelResponse>, ApiError> {
+    let id = resolve_id(&state, &raw).await?;
+    let reason = body.and_then(|Json(b)| b.reason);
+    if let Some(r) = &reason
+        && r.len() > 1024
+    {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "reason: at most 1024 bytes"));
+    }
+    match state.engine.cancel(id, reason).await? {
+        CancelOutcome::Cancelled(task) => Ok(Json(CancelResponse {
+            result: CancelResult::Cancelled,
+            task,
+        })),
+        CancelOutcome::Requested(task) => Ok(Json(CancelResponse {
+            result: CancelResult::Requested,
+            task,
+        })),
+        CancelOutcome::AlreadyFinished(t) => Err(ApiError::conflict(format!(
+            "task {id} already ended ({}); nothing to cancel",
+            t.status
+        ))),
+    }
+}
+
+pub(crate) async fn retry(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<deputy_core::Task>, ApiError> {
+    let id = resolve_id(&state, &raw).await?;
+    Ok(Json(state.engine.retry(id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LogParams {
+    stream: Option<String>,
+    attempt: Option<u32>,
+    /// Last N lines.
+    tail: Option<i64>,
+    /// `text` (default) or `json`.
+    format: Option<String>,
+}
+
+pub(crate) async fn logs(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    params: Result<Query<LogParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params?;
+    let id = resolve_id(&state, &raw).await?;
+    let stream = match p.stream.as_deref() {
+        None | Some("all") => None,
+        Some(s) => Some(Stream::parse(s).ok_or_else(|| ApiError::bad_request(format!("stream must be stdout, stderr or all, got `{s}`")))?),
+    };
+    if let Some(n) = p.tail
+        && n < 0
+    {
+        return Err(ApiError::bad_request(format!("tail must be 0 or more, got {n}")));
+    }
+    let store = state.engine.store();
+    let task = store.get(id).await?;
+    let attempt = match p.attempt {
+        Some(a) if a == 0 || a > task.attempt => {
+            return Err(ApiError::bad_request(format!("task {id} has attempts 1 to {}", task.attempt)));
+        }
+        Some(a) => a,
+        // A task waiting for its next attempt shows the last one that ran.
+        None if task.started_at.is_none() && task.attempt > 1 => task.attempt - 1,
+        None => task.attempt,
+    };
+    let chunks = store.read_output(id, attempt, stream).await?;
+    let omitted = store
+        .attempts(id)
+        .await?
+        .iter()
+        .find(|a| a.number == attempt)
+        .map_or(0, |a| a.omitted_bytes);
+    match p.format.as_deref() {
+        None | Some("text") => {
+            let rendered = deputy_core::output::render(chunks.iter().map(|c| (c.stream, c.offset, &c.data[..])));
+            let text = String::from_utf8_lossy(&rendered).into_owned();
+            let text = match p.tail {
+                Some(n) => tail_lines(&text, n as usize),
+                None => text,
+            };
+            Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+        }
+        Some("json") => Ok(Json(LogsResponse {
+            task: id,
+            attempt,
+            omitted_bytes: omitted,
+            chunks: chunks
+                .into_iter()
+                .map(|c| LogChunk {
+                    stream: c.stream,
+                    offset: c.offset,
+                    text: String::from_utf8_lossy(&c.data).into_owned(),
+                })
+                .collect(),
+        })
+        .into_response()),
+        Some(f) => Err(ApiError::bad_request(format!("format must be text or json, got `{f}`"))),
+    }
+}
+
+fn tail_lines(text: &str, n: usize) -> String {
+    if n == 0 {
+        return String::new();
+    }
+    let trimmed = text.strip_suffix('\n').unwrap_or(text);
+    let start = trimmed.rmatch_indices('\n').nth(n - 1).map_or(0, |(i, _)| i + 1);
+    text[start..].to_string()
+}
+
+pub(crate) async fn pause(
+    State(state): State<AppState>,
+    body: Option<Json<PauseRequest>>,
+) -> Result<StatusCode, ApiError> {
+    let group = body.and_then(|Json(b)| b.group);
+    state.engine.set_paused(group.as_deref(), true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn resume(
+    State(state): State<AppState>,
+    body: Option<Json<PauseRequest>>,
+) -> Result<StatusCode, ApiError> {
+    let group = body.and_then(|Json(b)| b.group);
+    state.engine.set_paused(group.as_deref(), false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn groups(State(state): State<AppState>) -> Result<Json<Vec<Group>>, ApiError> {
+    Ok(Json(state.engine.store().groups().await?))
+}
+
+fn check_parallel(p: Option<u32>) -> Result<(), ApiError> {
+    match p {
+        Some(0) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "parallel must be at least 1 (pause the group to stop it)",
+        )),
+        Some(n) if n > deputy_core::limits::MAX_GROUP_PARALLEL => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("parallel must be at most {}", deputy_core::limits::MAX_GROUP_PARALLEL),
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) async fn add_group(
+    State(state): State<AppState>,
+    body: Result<Json<NewGroup>, JsonRejection>,
+) -> Result<(StatusCode, Json<Group>), ApiError> {
+    let Json(g) = body?;
+    check_parallel(g.parallel)?;
+    deputy_core::limits::check_group_name(&g.name)
+        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m))?;
+    Ok((StatusCode::CREATED, Json(state.engine.add_group(&g.name, g.parallel).await?)))
+}
+
+pub(crate) async fn update_group(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<GroupUpdate>, JsonRejection>,
+) -> Result<Json<Group>, ApiError> {
+    let Json(u) = body?;
+    check_parallel(u.parallel)?;
+    Ok(Json(state.engine.set_group_parallel(&name, u.parallel).await?))
+}
+
+pub(crate) async fn clean(
+    State(state): State<AppState>,
+    body: Result<Json<CleanRequest>, JsonRejection>,
+) -> Result<Json<CleanResponse>, ApiError> {
+    let Json(c) = body?;
+    if !c.older_than_days.is_finite() || c.older_than_days < 0.0 {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "older_than_days must be 0 or more"));
+    }
+    let before = now_ms() - (c.older_than_days * 86_400_000.0) as i64;
+    Ok(Json(CleanResponse {
+        deleted: state.engine.store().clean(before).await?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail_lines;
+
+    #[test]
+    fn tails() {
+        assert_eq!(tail_lines("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(tail_lines("a\nb\nc", 2), "b\nc");
+        assert_eq!(tail_lines("a\n", 5), "a\n");
+        assert_eq!(tail_lines("a\n", 0), "");
+    }
+}

@@ -1,0 +1,210 @@
+//! Server-sent events. A stream first replays committed events after the client's last
+//! id from the log, then follows the bus live. It subscribes to the bus *before* the
+//! replay, and skips live events it already replayed, so nothing falls between the two
+//! and nothing comes twice. The producer runs in its own task, feeding a bounded
+//! channel; when the client goes away the channel closes and the producer stops at once.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use deputy_core::{Event, EventBody, TaskId};
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::AppState;
+use crate::api::resolve_id;
+use crate::error::ApiError;
+
+const REPLAY_PAGE: u32 = 500;
+/// Frames buffered between the producer and a client's connection.
+const CLIENT_BUFFER: usize = 256;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StreamParams {
+    /// For browsers' first connection, which cannot set `Last-Event-ID`.
+    last_event_id: Option<i64>,
+    group: Option<String>,
+}
+
+/// Which events a stream carries, and when it ends.
+#[derive(Debug, Clone)]
+enum Scope {
+    Task(TaskId),
+    All { group: Option<String> },
+}
+
+impl Scope {
+    fn wants(&self, e: &Event) -> bool {
+        match self {
+            Scope::Task(id) => e.task == Some(*id),
+            Scope::All { group: None } => true,
+            Scope::All { group: Some(g) } => match &e.body {
+                EventBody::TaskCreated { group, .. } => group == g,
+                EventBody::QueueUpdated { group, .. } => group.as_deref() == Some(g),
+                // Other task events carry no group; the stream's consumer filters by
+                // the task ids it saw created in the group.
+                _ => true,
+            },
+        }
+    }
+
+    /// A task stream ends with the task's terminal event.
+    fn ends_with(&self, e: &Event) -> bool {
+        matches!(self, Scope::Task(id) if e.task == Some(*id) && matches!(e.body, EventBody::TaskFinished { .. }))
+    }
+}
+
+fn start_after(headers: &HeaderMap, query: Option<i64>) -> Result<i64, ApiError> {
+    if let Some(v) = headers.get("last-event-id") {
+        let s = v.to_str().map_err(|_| ApiError::bad_request("Last-Event-ID is not text"))?;
+        return s
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| ApiError::bad_request(format!("Last-Event-ID must be an event id (a whole number), got `{s}`")));
+    }
+    match query {
+        Some(n) if n < 0 => Err(ApiError::bad_request("last_event_id must be 0 or more")),
+        Some(n) => Ok(n),
+        None => Ok(0),
+    }
+}
+
+pub(crate) async fn task_events(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    params: Result<Query<StreamParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params?;
+    if p.group.is_some() {
+        return Err(ApiError::bad_request("group filters apply to /v1/events only"));
+    }
+    let id = resolve_id(&state, &raw).await?;
+    let after = start_after(&headers, p.last_event_id)?;
+    Ok(sse_response(stream_events(state, Scope::Task(id), after)))
+}
+
+pub(crate) async fn all_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<StreamParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params?;
+    let after = start_after(&headers, p.last_event_id)?;
+    Ok(sse_response(stream_events(state, Scope::All { group: p.group }, after)))
+}
+
+fn sse_response(stream: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static) -> Response {
+    let mut resp = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    resp.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
+    resp
+}
+
+fn frame(e: &Event) -> SseEvent {
+    let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
+    SseEvent::default()
+        .id(e.seq.to_string())
+        .event(e.body.type_name())
+        .data(data)
+}
+
+fn stream_events(state: AppState, scope: Scope, after: i64) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+    let live = state.engine.bus().subscribe();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = produce(&state, &scope, after, live, &tx) => {}
+            () = tx.closed() => {}
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Sends one frame; false when the client is gone.
+async fn send(tx: &mpsc::Sender<Result<SseEvent, Infallible>>, f: SseEvent) -> bool {
+    tx.send(Ok(f)).await.is_ok()
+}
+
+async fn produce(
+    state: &AppState,
+    scope: &Scope,
+    mut last: i64,
+    mut live: broadcast::Receiver<Arc<Event>>,
+    tx: &mpsc::Sender<Result<SseEvent, Infallible>>,
+) {
+    let task = match scope {
+        Scope::Task(id) => Some(*id),
+        Scope::All { .. } => None,
+    };
+    // Replay what is committed.
+    loop {
+        let page = match state.engine.store().events_after(last, REPLAY_PAGE, task).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(%e, "replaying events failed; closing the stream");
+                return;
+            }
+        };
+        let n = page.len();
+        for e in page {
+            last = e.seq;
+            if !scope.wants(&e) {
+                continue;
+            }
+            if !send(tx, frame(&e)).await {
+                return;
+            }
+            if scope.ends_with(&e) {
+                return;
+            }
+        }
+        if n < REPLAY_PAGE as usize {
+            break;
+        }
+    }
+    // Follow live.
+    loop {
+        match live.recv().await {
+            Ok(e) => {
+                if e.seq <= last {
+                    continue;
+                }
+                last = e.seq;
+                if !scope.wants(&e) {
+                    continue;
+                }
+                if !send(tx, frame(&e)).await {
+                    return;
+                }
+                if scope.ends_with(&e) {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                // Too slow to keep up: close, so the client resumes from its last id
+                // (which the log still has). Say so first.
+                tracing::info!(missed = n, last, "closing a lagging event stream");
+                let note = SseEvent::default()
+                    .event("stream.lagged")
+                    .data(format!("{{\"resume_after\":{last}}}"));
+                let _ = tx.try_send(Ok(note));
+                return;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
