@@ -27,11 +27,28 @@ pub struct Group {
 }
 
 /// `POST /v1/tasks` accepts one task, or `{"tasks": [...]}` stored in one transaction.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum SubmitRequest {
     Batch(BatchRequest),
     One(Box<NewTask>),
+}
+
+impl<'de> Deserialize<'de> for SubmitRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Decide by shape first, so errors come from the type that was meant.
+        let v = serde_json::Value::deserialize(d)?;
+        let is_batch = v.as_object().is_some_and(|o| o.contains_key("tasks"));
+        if is_batch {
+            BatchRequest::deserialize(v).map(SubmitRequest::Batch).map_err(serde::de::Error::custom)
+        } else if v.is_object() {
+            NewTask::deserialize(v)
+                .map(|t| SubmitRequest::One(Box::new(t)))
+                .map_err(serde::de::Error::custom)
+        } else {
+            Err(serde::de::Error::custom("expected a task object or {\"tasks\": [...]}"))
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

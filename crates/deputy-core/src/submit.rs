@@ -15,50 +15,52 @@ use crate::time::{Millis, parse_when};
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewTask {
+    // Serialization skips unset fields, so what the client sends reads like what a
+    // person would write.
     /// `shell` (the default). Agent kinds come later.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// A command line (run by `sh -c`) or an argv list.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Command>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<DepInput>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// Seconds (a number), a duration (`"90s"`, `"10m"`), or `"none"` for no timeout.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<TimeoutInput>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
     /// Delay before the first automatic retry: seconds or a duration string.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<DurationInput>,
     /// Bytes, or a size string (`"1MiB"`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_cap: Option<SizeInput>,
     /// Unix milliseconds, RFC 3339, or relative (`"+10m"`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<WhenInput>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// A name other tasks in the same batch use to depend on this one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 }
 
 /// A dependency as submitted: an id or prefix (`"abcd1234"` or `{"task": "abcd1234"}`),
 /// or a task of the same batch (`{"key": "build"}`), with an optional mode.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DepInput {
     pub target: DepTarget,
     pub mode: DepMode,
@@ -69,6 +71,19 @@ pub struct DepInput {
 pub enum DepTarget {
     Task(IdRef),
     Key(String),
+}
+
+impl Serialize for DepInput {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(2))?;
+        match &self.target {
+            DepTarget::Task(id) => m.serialize_entry("task", &id.to_string())?,
+            DepTarget::Key(k) => m.serialize_entry("key", k)?,
+        }
+        m.serialize_entry("mode", &self.mode)?;
+        m.end()
+    }
 }
 
 impl<'de> Deserialize<'de> for DepInput {
@@ -118,12 +133,20 @@ impl<'de> Deserialize<'de> for DepInput {
 }
 
 /// A timeout as a user writes it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TimeoutInput {
     /// Explicitly no timeout.
     Never,
     Millis(u64),
+}
+
+impl Serialize for TimeoutInput {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TimeoutInput::Never => s.serialize_str("none"),
+            TimeoutInput::Millis(ms) => s.serialize_str(&format!("{ms}ms")),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for TimeoutInput {
@@ -149,9 +172,15 @@ impl TimeoutInput {
 }
 
 /// A duration as a user writes it: seconds (number) or a string like `"1m30s"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
+/// Holds milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DurationInput(pub u64);
+
+impl Serialize for DurationInput {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", self.0))
+    }
+}
 
 impl<'de> Deserialize<'de> for DurationInput {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -517,6 +546,21 @@ mod tests {
         assert_eq!(t.depends_on[1].mode, DepMode::Finish);
         let none = parse(r#"{"command": "x", "timeout": "none"}"#).unwrap();
         assert_eq!(none.spec.timeout_ms, None);
+    }
+
+    #[test]
+    fn serialized_input_reads_back_the_same() {
+        let t: NewTask = serde_json::from_str(
+            r#"{"command": "x", "timeout": "1500ms", "backoff": 2, "depends_on": ["abcdef12", {"key": "k", "mode": "finish"}]}"#,
+        )
+        .unwrap();
+        let again: NewTask = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(again.timeout, Some(TimeoutInput::Millis(1500)));
+        assert_eq!(again.backoff, Some(DurationInput(2000)));
+        assert_eq!(again.depends_on, t.depends_on);
+        let never: NewTask = serde_json::from_str(r#"{"command": "x", "timeout": "none"}"#).unwrap();
+        let again: NewTask = serde_json::from_str(&serde_json::to_string(&never).unwrap()).unwrap();
+        assert_eq!(again.timeout, Some(TimeoutInput::Never));
     }
 
     #[test]

@@ -39,9 +39,11 @@ pub fn parse_when(s: &str, now: Millis) -> Result<Millis, String> {
 
 /// Short human age: `4s`, `3m`, `2h`, `5d`.
 pub fn short_duration(ms: Millis) -> String {
-    let s = ms.max(0) / 1000;
+    let ms = ms.max(0);
+    let s = ms / 1000;
     match s {
-        0..=59 => format!("{s}s"),
+        0..=9 => format!("{:.1}s", ms as f64 / 1000.0),
+        10..=59 => format!("{s}s"),
         60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
         3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
         _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),

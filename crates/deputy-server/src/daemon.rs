@@ -201,13 +201,14 @@ pub async fn start(cfg: DaemonConfig) -> anyhow::Result<Daemon> {
     })?;
     let addr = listener.local_addr()?;
     let started_at = now_ms();
+    let http_stop = CancellationToken::new();
     let state = AppState {
         engine: engine.clone(),
+        stopping: http_stop.clone(),
         started_at,
         data_dir: cfg.data_dir.display().to_string(),
     };
     let router = app(state, cfg.max_body);
-    let http_stop = CancellationToken::new();
     let stop = http_stop.clone();
     let http = tokio::spawn(async move {
         let served = axum::serve(listener, router)

@@ -21,6 +21,8 @@ pub use error::ApiError;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub engine: Engine,
+    /// Cancelled when the daemon stops: open event streams end.
+    pub stopping: tokio_util::sync::CancellationToken,
     pub started_at: Millis,
     pub data_dir: String,
 }

@@ -129,6 +129,7 @@ fn stream_events(state: AppState, scope: Scope, after: i64) -> impl Stream<Item 
         tokio::select! {
             () = produce(&state, &scope, after, live, &tx) => {}
             () = tx.closed() => {}
+            () = state.stopping.cancelled() => {}
         }
     });
     ReceiverStream::new(rx)

@@ -1,0 +1,240 @@
+//! The command line, as clap sees it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "deputy",
+    version,
+    about = "Hand work to agents and shell commands; get it back done.",
+    long_about = "deputy queues tasks (priorities, groups, dependencies, schedules, retries, timeouts), \
+                  runs them on a bounded worker pool, keeps their output, and survives crashes.\n\n\
+                  Start the daemon with `deputy serve`; every other command talks to it."
+)]
+pub struct Cli {
+    /// Config file (default: $XDG_CONFIG_HOME/deputy/config.toml).
+    #[arg(long, global = true, env = "DEPUTY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data dir of the daemon to use (default: $XDG_DATA_HOME/deputy).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Daemon URL, overriding the one found through the data dir.
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground.
+    Serve(ServeArgs),
+    /// Queue a task: `deputy submit -- make test` or `deputy submit -- 'cargo build && cargo test'`.
+    #[command(visible_alias = "add")]
+    Submit(SubmitArgs),
+    /// List tasks.
+    Ls(LsArgs),
+    /// Show every field of a task, its dependencies and its attempts.
+    Show(ShowArgs),
+    /// Print a task's output.
+    Logs(LogsArgs),
+    /// Wait for tasks to end; exits non-zero if any did not succeed.
+    Wait(WaitArgs),
+    /// Cancel tasks (a running task's process group is stopped).
+    Cancel(CancelArgs),
+    /// Run a finished task again as a new attempt.
+    Retry(IdArg),
+    /// Stop starting tasks, in the whole queue or in one group.
+    Pause(GroupArg),
+    /// Start tasks again, in the whole queue or in one group.
+    Resume(GroupArg),
+    /// Manage groups (named queues with their own parallel limit).
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Delete finished tasks older than N days, with their output.
+    Clean(CleanArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run a small DAG of shell tasks on a temporary daemon and show it live.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (also DEPUTY_LISTEN).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Tasks to run at once.
+    #[arg(long)]
+    pub parallel: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// A name shown instead of the command.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A label (repeatable).
+    #[arg(long = "label", short = 'l')]
+    pub labels: Vec<String>,
+    /// P0 (critical), P1 (high) or P2 (normal, the default).
+    #[arg(long, short = 'p')]
+    pub priority: Option<String>,
+    /// Group (a named queue); `default` unless given.
+    #[arg(long, short = 'g')]
+    pub group: Option<String>,
+    /// Run only after this task succeeded (repeatable).
+    #[arg(long = "after", value_name = "ID")]
+    pub after: Vec<String>,
+    /// Run after this task ended, whatever its outcome (repeatable).
+    #[arg(long = "after-finish", value_name = "ID")]
+    pub after_finish: Vec<String>,
+    /// Working directory (default: the current directory).
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Environment variable for the task, KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Timeout, e.g. 30s or 10m; `none` for no timeout.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Automatic retries after a failure, timeout or interruption.
+    #[arg(long)]
+    pub retries: Option<u32>,
+    /// Delay before the first retry (doubles after each), e.g. 2s.
+    #[arg(long)]
+    pub backoff: Option<String>,
+    /// Output kept per attempt, e.g. 1MiB.
+    #[arg(long)]
+    pub output_cap: Option<String>,
+    /// Not before this time: RFC 3339 or relative, e.g. +10m.
+    #[arg(long = "at", value_name = "WHEN")]
+    pub run_at: Option<String>,
+    /// A second submit with the same key returns the first task.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Wait for the task and exit with its exit code.
+    #[arg(long)]
+    pub wait: bool,
+    /// Print the task as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The command. One argument is a shell line (`sh -c`); several are an argv.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only these statuses (comma-separated), e.g. running,queued.
+    #[arg(long, short = 's')]
+    pub status: Option<String>,
+    #[arg(long, short = 'g')]
+    pub group: Option<String>,
+    #[arg(long, short = 'l')]
+    pub label: Option<String>,
+    /// Only tasks whose name or command contains this.
+    #[arg(long)]
+    pub search: Option<String>,
+    /// At most this many (newest).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    pub id: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub id: String,
+    /// Keep printing new output until the task ends.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long)]
+    pub tail: Option<usize>,
+    #[arg(long, conflicts_with = "stderr")]
+    pub stdout: bool,
+    #[arg(long)]
+    pub stderr: bool,
+    /// Which attempt (default: the latest that ran).
+    #[arg(long)]
+    pub attempt: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    pub ids: Vec<String>,
+    /// Every task not yet finished.
+    #[arg(long, conflicts_with = "ids")]
+    pub all: bool,
+    /// Give up after this long (exit 124), e.g. 10m.
+    #[arg(long)]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArg {
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct GroupArg {
+    /// A group; the whole queue when omitted.
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a group.
+    Add {
+        name: String,
+        /// Its parallel limit (default: none beyond the daemon's).
+        #[arg(long)]
+        parallel: Option<u32>,
+    },
+    /// List groups.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a group's parallel limit (`none` removes it).
+    SetParallel { name: String, parallel: String },
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Delete tasks that finished more than this many days ago (0: all finished).
+    #[arg(long, default_value_t = 7.0)]
+    pub days: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// The effective configuration, and where each value came from.
+    Show,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's data dir instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+}

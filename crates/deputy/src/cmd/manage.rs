@@ -1,0 +1,118 @@
+//! Commands that change the queue: cancel, retry, pause/resume, groups, clean; and
+//! `config show`.
+
+use anyhow::bail;
+
+use crate::cli::{CancelArgs, CleanArgs, GroupArg, GroupCommand, IdArg};
+use crate::config::{Config, KEYS};
+use crate::{connect, render};
+
+pub async fn cancel(cfg: &Config, a: CancelArgs) -> anyhow::Result<u8> {
+    let client = connect::client(cfg)?;
+    let mut code = 0;
+    for id in &a.ids {
+        match client.cancel(id, a.reason.as_deref()).await {
+            Ok(r) => {
+                let what = match r.result {
+                    deputy_core::api::CancelResult::Cancelled => "cancelled",
+                    deputy_core::api::CancelResult::Requested => "stopping (cancel requested)",
+                };
+                println!("{} {what}", r.task.id);
+            }
+            Err(e) => {
+                eprintln!("deputy: {id}: {e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+pub async fn retry(cfg: &Config, a: IdArg) -> anyhow::Result<u8> {
+    let client = connect::client(cfg)?;
+    let t = client.retry(&a.id).await?;
+    println!("{} queued as attempt {}", t.id, t.attempt);
+    Ok(0)
+}
+
+pub async fn pause(cfg: &Config, a: GroupArg, paused: bool) -> anyhow::Result<u8> {
+    let client = connect::client(cfg)?;
+    if paused {
+        client.pause(a.group.as_deref()).await?;
+    } else {
+        client.resume(a.group.as_deref()).await?;
+    }
+    let what = if paused { "paused" } else { "resumed" };
+    match a.group {
+        Some(g) => println!("group {g} {what}"),
+        None => println!("queue {what}"),
+    }
+    Ok(0)
+}
+
+pub async fn group(cfg: &Config, g: GroupCommand) -> anyhow::Result<u8> {
+    let client = connect::client(cfg)?;
+    match g {
+        GroupCommand::Add { name, parallel } => {
+            let g = client.add_group(&name, parallel).await?;
+            println!("group {} created", g.name);
+        }
+        GroupCommand::Ls { json } => {
+            let groups = client.groups().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&groups)?);
+            } else {
+                let mut rows = vec![vec!["GROUP".to_string(), "PARALLEL".into(), "RUNNING".into(), "STATE".into()]];
+                for g in groups {
+                    rows.push(vec![
+                        g.name,
+                        g.parallel.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                        g.running.to_string(),
+                        if g.paused { "paused".into() } else { "active".into() },
+                    ]);
+                }
+                print!("{}", render::table(&rows));
+            }
+        }
+        GroupCommand::SetParallel { name, parallel } => {
+            let p = match parallel.as_str() {
+                "none" | "unlimited" => None,
+                n => match n.parse::<u32>() {
+                    Ok(v) if v > 0 => Some(v),
+                    _ => bail!("parallel must be a number of at least 1, or none"),
+                },
+            };
+            let g = client.set_group_parallel(&name, p).await?;
+            println!(
+                "group {} parallel {}",
+                g.name,
+                g.parallel.map(|p| p.to_string()).unwrap_or_else(|| "none".into())
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub async fn clean(cfg: &Config, a: CleanArgs) -> anyhow::Result<u8> {
+    let client = connect::client(cfg)?;
+    let r = client.clean(a.days).await?;
+    println!("deleted {} finished tasks", r.deleted);
+    Ok(0)
+}
+
+pub fn config_show(cfg: &Config) -> anyhow::Result<u8> {
+    println!("# config file: {}", cfg.file.display());
+    let mut rows = Vec::new();
+    for (key, _, help) in KEYS {
+        let e = &cfg.entries[key];
+        let value = match (*key, e.value.as_str()) {
+            ("data_dir", "") => cfg.data_dir().display().to_string(),
+            ("parallel", "") => std::thread::available_parallelism().map_or(2, |n| n.get()).to_string(),
+            (_, "") => "(unset)".into(),
+            (_, v) => v.to_string(),
+        };
+        rows.push(vec![format!("{key} = {value:?}"), format!("# {}; {help}", e.source)]);
+    }
+    print!("{}", render::table(&rows));
+    Ok(0)
+}

@@ -1,0 +1,220 @@
+//! The effective configuration: built-in defaults, then the TOML file in the XDG config
+//! dir, then `DEPUTY_*` environment variables, then command-line flags; each overrides
+//! the one before. Every value remembers where it came from, for `deputy config show`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use deputy_engine::ResourceLimits;
+use deputy_server::DaemonConfig;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    Env(String),
+    Flag(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(p) => write!(f, "file {}", p.display()),
+            Source::Env(v) => write!(f, "env {v}"),
+            Source::Flag(n) => write!(f, "flag --{n}"),
+        }
+    }
+}
+
+/// Every key the config knows: name, default, and what it means.
+pub const KEYS: &[(&str, &str, &str)] = &[
+    ("listen", "127.0.0.1:7477", "address the daemon listens on (loopback only)"),
+    ("data_dir", "", "where the database lives (default: $XDG_DATA_HOME/deputy)"),
+    ("parallel", "", "tasks run at once (default: number of CPUs)"),
+    ("default_timeout", "1h", "timeout of tasks that set none; \"none\" for no default"),
+    ("output_cap", "10MiB", "output stored per task attempt"),
+    ("kill_grace", "5s", "time between SIGTERM and SIGKILL"),
+    ("shutdown_grace", "30s", "how long shutdown waits for running tasks"),
+    ("retention_days", "30", "finished tasks older than this are deleted; 0 keeps them"),
+    ("max_body", "1MiB", "largest HTTP request body"),
+    ("min_free_memory", "256MiB", "start nothing while less memory is available; \"off\" to disable"),
+    ("max_cpu_percent", "95", "start nothing while CPU use is higher; \"off\" to disable"),
+    ("lease", "30s", "how long a running task's claim lasts without a heartbeat"),
+    ("url", "", "daemon URL for the CLI (default: found through the data dir)"),
+];
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub value: String,
+    pub source: Source,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub entries: BTreeMap<&'static str, Entry>,
+    pub file: PathBuf,
+}
+
+pub fn default_config_file() -> PathBuf {
+    dirs::config_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("deputy")
+        .join("config.toml")
+}
+
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("deputy")
+}
+
+fn toml_to_string(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+impl Config {
+    /// Loads defaults, the file (`file` or the default path; a missing default file is
+    /// fine, a missing named one is not), the environment, then `flags`.
+    pub fn load(file: Option<&Path>, flags: &[(&'static str, String)]) -> anyhow::Result<Self> {
+        let mut entries: BTreeMap<&'static str, Entry> = KEYS
+            .iter()
+            .map(|(k, d, _)| {
+                (
+                    *k,
+                    Entry {
+                        value: d.to_string(),
+                        source: Source::Default,
+                    },
+                )
+            })
+            .collect();
+        let explicit = file.map(Path::to_path_buf).or_else(|| std::env::var_os("DEPUTY_CONFIG").map(PathBuf::from));
+        let path = explicit.clone().unwrap_or_else(default_config_file);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let table: toml::Table = text
+                    .parse()
+                    .with_context(|| format!("cannot parse the config file {}", path.display()))?;
+                for (k, v) in table {
+                    let Some((key, _, _)) = KEYS.iter().find(|(name, _, _)| *name == k) else {
+                        bail!(
+                            "unknown key `{k}` in {}; known keys: {}",
+                            path.display(),
+                            KEYS.iter().map(|k| k.0).collect::<Vec<_>>().join(", ")
+                        );
+                    };
+                    let value = toml_to_string(&v)
+                        .with_context(|| format!("`{k}` in {} must be a string or a number", path.display()))?;
+                    entries.insert(key, Entry { value, source: Source::File(path.clone()) });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read the config file {}", path.display())),
+        }
+        for (k, _, _) in KEYS {
+            let var = format!("DEPUTY_{}", k.to_ascii_uppercase());
+            if let Ok(v) = std::env::var(&var) {
+                entries.insert(k, Entry { value: v, source: Source::Env(var) });
+            }
+        }
+        for (k, v) in flags {
+            entries.insert(k, Entry { value: v.clone(), source: Source::Flag(k.replace('_', "-")) });
+        }
+        let cfg = Self { entries, file: path };
+        cfg.daemon_config()?; // Fail early on bad values, naming the key and its source.
+        Ok(cfg)
+    }
+
+    fn raw(&self, key: &str) -> &Entry {
+        self.entries.get(key).expect("every key has a default")
+    }
+
+    fn parse<T>(&self, key: &str, f: impl FnOnce(&str) -> Result<T, String>) -> anyhow::Result<T> {
+        let e = self.raw(key);
+        f(e.value.trim()).map_err(|m| anyhow::anyhow!("config `{key}` = `{}` (from {}): {m}", e.value, e.source))
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        let v = &self.raw("data_dir").value;
+        if v.is_empty() { default_data_dir() } else { PathBuf::from(v) }
+    }
+
+    pub fn url(&self) -> Option<String> {
+        let v = &self.raw("url").value;
+        (!v.is_empty()).then(|| v.clone())
+    }
+
+    pub fn daemon_config(&self) -> anyhow::Result<DaemonConfig> {
+        let mut d = DaemonConfig::new(self.data_dir());
+        d.listen = self.parse("listen", |s| {
+            s.parse::<SocketAddr>().map_err(|_| "not an address like 127.0.0.1:7477".to_string())
+        })?;
+        let parallel = self.parse("parallel", |s| {
+            if s.is_empty() {
+                return Ok(None);
+            }
+            match s.parse::<usize>() {
+                Ok(n) if (1..=10_000).contains(&n) => Ok(Some(n)),
+                _ => Err("must be a whole number from 1 to 10000".into()),
+            }
+        })?;
+        if let Some(p) = parallel {
+            d.parallel = p;
+        }
+        d.default_timeout = self.parse("default_timeout", |s| match s {
+            "none" | "never" => Ok(None),
+            _ => parse_duration(s).map(Some),
+        })?;
+        d.output_cap = self.parse("output_cap", deputy_core::size::parse_size)?;
+        if !(deputy_core::limits::MIN_OUTPUT_CAP..=deputy_core::limits::MAX_OUTPUT_CAP).contains(&d.output_cap) {
+            bail!("config `output_cap` must be between 1KiB and 1GiB");
+        }
+        d.kill_grace = self.parse("kill_grace", parse_duration)?;
+        d.shutdown_grace = self.parse("shutdown_grace", parse_duration)?;
+        d.retention = self.parse("retention_days", |s| {
+            let days: f64 = s.parse().map_err(|_| "must be a number of days".to_string())?;
+            if !days.is_finite() || days < 0.0 {
+                return Err("must be 0 or more".into());
+            }
+            Ok((days > 0.0).then(|| Duration::from_secs_f64(days * 86_400.0)))
+        })?;
+        d.max_body = self.parse("max_body", deputy_core::size::parse_size)? as usize;
+        if d.max_body < 1024 {
+            bail!("config `max_body` must be at least 1KiB");
+        }
+        d.resources = ResourceLimits {
+            min_free_memory: self.parse("min_free_memory", |s| match s {
+                "off" | "0" => Ok(None),
+                _ => deputy_core::size::parse_size(s).map(Some),
+            })?,
+            max_cpu_percent: self.parse("max_cpu_percent", |s| match s {
+                "off" | "0" => Ok(None),
+                _ => match s.parse::<f32>() {
+                    Ok(p) if p > 0.0 && p <= 100.0 => Ok(Some(p)),
+                    _ => Err("must be a percentage from 1 to 100, or off".into()),
+                },
+            })?,
+        };
+        d.lease = self.parse("lease", parse_duration)?;
+        Ok(d)
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("not a duration like 30s or 5m ({e})"))?;
+    if d.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(d)
+}
