@@ -103,47 +103,63 @@ impl Client {
     }
 
     pub async fn submit(&self, task: &NewTask) -> Result<SubmitResult> {
-        self.send(self.req(Method::POST, "/v1/tasks").json(task)).await
+        self.send(self.req(Method::POST, "/v1/tasks").json(task))
+            .await
     }
 
     pub async fn submit_batch(&self, tasks: &[NewTask]) -> Result<BatchResult> {
         let body = serde_json::json!({ "tasks": tasks });
-        self.send(self.req(Method::POST, "/v1/tasks").json(&body)).await
+        self.send(self.req(Method::POST, "/v1/tasks").json(&body))
+            .await
     }
 
     pub async fn get(&self, id: &str) -> Result<TaskDetail> {
-        self.send(self.req(Method::GET, &format!("/v1/tasks/{}", enc(id)))).await
+        self.send(self.req(Method::GET, &format!("/v1/tasks/{}", enc(id))))
+            .await
     }
 
     pub async fn list(&self, query: &[(&str, String)]) -> Result<TaskPage> {
-        self.send(self.req(Method::GET, "/v1/tasks").query(query)).await
+        self.send(self.req(Method::GET, "/v1/tasks").query(query))
+            .await
     }
 
     pub async fn cancel(&self, id: &str, reason: Option<&str>) -> Result<CancelResponse> {
         let body = CancelRequest {
             reason: reason.map(str::to_string),
         };
-        self.send(self.req(Method::POST, &format!("/v1/tasks/{}/cancel", enc(id))).json(&body))
-            .await
+        self.send(
+            self.req(Method::POST, &format!("/v1/tasks/{}/cancel", enc(id)))
+                .json(&body),
+        )
+        .await
     }
 
     pub async fn retry(&self, id: &str) -> Result<Task> {
-        self.send(self.req(Method::POST, &format!("/v1/tasks/{}/retry", enc(id)))).await
+        self.send(self.req(Method::POST, &format!("/v1/tasks/{}/retry", enc(id))))
+            .await
     }
 
     /// Rendered output as text. `query` takes `stream`, `attempt`, `tail`.
     pub async fn logs_text(&self, id: &str, query: &[(&str, String)]) -> Result<Vec<u8>> {
         let resp = self
-            .send_raw(self.req(Method::GET, &format!("/v1/tasks/{}/logs", enc(id))).query(query))
+            .send_raw(
+                self.req(Method::GET, &format!("/v1/tasks/{}/logs", enc(id)))
+                    .query(query),
+            )
             .await?;
-        Ok(resp.bytes().await.map_err(|e| self.unreachable(e))?.to_vec())
+        Ok(resp
+            .bytes()
+            .await
+            .map_err(|e| self.unreachable(e))?
+            .to_vec())
     }
 
     pub async fn pause(&self, group: Option<&str>) -> Result<()> {
         let body = PauseRequest {
             group: group.map(str::to_string),
         };
-        self.send_raw(self.req(Method::POST, "/v1/queue/pause").json(&body)).await?;
+        self.send_raw(self.req(Method::POST, "/v1/queue/pause").json(&body))
+            .await?;
         Ok(())
     }
 
@@ -151,7 +167,8 @@ impl Client {
         let body = PauseRequest {
             group: group.map(str::to_string),
         };
-        self.send_raw(self.req(Method::POST, "/v1/queue/resume").json(&body)).await?;
+        self.send_raw(self.req(Method::POST, "/v1/queue/resume").json(&body))
+            .await?;
         Ok(())
     }
 
@@ -164,7 +181,8 @@ impl Client {
             name: name.to_string(),
             parallel,
         };
-        self.send(self.req(Method::POST, "/v1/groups").json(&body)).await
+        self.send(self.req(Method::POST, "/v1/groups").json(&body))
+            .await
     }
 
     pub async fn set_group_parallel(&self, name: &str, parallel: Option<u32>) -> Result<Group> {
@@ -176,15 +194,22 @@ impl Client {
     }
 
     pub async fn clean(&self, older_than_days: f64) -> Result<CleanResponse> {
-        self.send(self.req(Method::POST, "/v1/clean").json(&CleanRequest { older_than_days }))
-            .await
+        self.send(
+            self.req(Method::POST, "/v1/clean")
+                .json(&CleanRequest { older_than_days }),
+        )
+        .await
     }
 
     /// Follows an event stream (one task's, or all with `task = None`) from after
     /// `after`. A dropped connection is resumed from the last id seen, so the stream
     /// yields every event once, in order. A task's stream ends after its
     /// `task.finished` event.
-    pub fn events(&self, task: Option<String>, after: i64) -> impl Stream<Item = Result<Event>> + Send + 'static {
+    pub fn events(
+        &self,
+        task: Option<String>,
+        after: i64,
+    ) -> impl Stream<Item = Result<Event>> + Send + 'static {
         let client = self.clone();
         let path = match &task {
             Some(id) => format!("/v1/tasks/{}/events", enc(id)),
@@ -224,7 +249,9 @@ impl Client {
                     let event: Event = match serde_json::from_str(&frame.data) {
                         Ok(e) => e,
                         Err(e) => {
-                            let _ = tx.send(Err(ClientError::Protocol(format!("bad event: {e}")))).await;
+                            let _ = tx
+                                .send(Err(ClientError::Protocol(format!("bad event: {e}"))))
+                                .await;
                             return;
                         }
                     };
@@ -233,7 +260,8 @@ impl Client {
                     }
                     last = event.seq;
                     failures = 0;
-                    let finished = task.is_some() && matches!(event.body, deputy_core::EventBody::TaskFinished { .. });
+                    let finished = task.is_some()
+                        && matches!(event.body, deputy_core::EventBody::TaskFinished { .. });
                     if tx.send(Ok(event)).await.is_err() {
                         return;
                     }
@@ -251,7 +279,9 @@ impl Client {
     }
 }
 
-fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl Stream<Item = T> + Send + 'static {
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl Stream<Item = T> + Send + 'static {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 

@@ -4,10 +4,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::Stream;
+use crate::id::TaskId;
 use crate::submit::NewTask;
 use crate::task::{Attempt, Task};
 use crate::time::Millis;
-use crate::id::TaskId;
 
 /// A page of tasks, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,14 +39,19 @@ impl<'de> Deserialize<'de> for SubmitRequest {
         // Decide by shape first, so errors come from the type that was meant.
         let v = serde_json::Value::deserialize(d)?;
         let is_batch = v.as_object().is_some_and(|o| o.contains_key("tasks"));
+        // serde_path_to_error names the field that failed (`tasks[2].timeout: ...`).
         if is_batch {
-            BatchRequest::deserialize(v).map(SubmitRequest::Batch).map_err(serde::de::Error::custom)
+            serde_path_to_error::deserialize(v)
+                .map(SubmitRequest::Batch)
+                .map_err(serde::de::Error::custom)
         } else if v.is_object() {
-            NewTask::deserialize(v)
-                .map(|t| SubmitRequest::One(Box::new(t)))
+            serde_path_to_error::deserialize(v)
+                .map(|t: NewTask| SubmitRequest::One(Box::new(t)))
                 .map_err(serde::de::Error::custom)
         } else {
-            Err(serde::de::Error::custom("expected a task object or {\"tasks\": [...]}"))
+            Err(serde::de::Error::custom(
+                "expected a task object or {\"tasks\": [...]}",
+            ))
         }
     }
 }

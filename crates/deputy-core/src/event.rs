@@ -131,7 +131,10 @@ impl EventBody {
     }
 
     /// Rebuilds a body from its stored type and payload.
-    pub fn from_parts(type_name: &str, payload: serde_json::Value) -> Result<Self, serde_json::Error> {
+    pub fn from_parts(
+        type_name: &str,
+        payload: serde_json::Value,
+    ) -> Result<Self, serde_json::Error> {
         serde_json::from_value(serde_json::json!({ "type": type_name, "data": payload }))
     }
 }

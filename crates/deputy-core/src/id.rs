@@ -156,7 +156,10 @@ pub struct NodeId(pub String);
 
 impl NodeId {
     pub fn generate() -> Self {
-        Self(format!("node-{}", &Uuid::now_v7().simple().to_string()[20..]))
+        Self(format!(
+            "node-{}",
+            &Uuid::now_v7().simple().to_string()[20..]
+        ))
     }
 }
 

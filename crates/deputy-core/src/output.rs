@@ -39,6 +39,9 @@ mod tests {
             (Stream::Stdout, 0, &b"head"[..]),
             (Stream::Stdout, 10, &b"tail\n"[..]),
         ]);
-        assert_eq!(String::from_utf8(out).unwrap(), "head\n[deputy: 6 bytes omitted]\ntail\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "head\n[deputy: 6 bytes omitted]\ntail\n"
+        );
     }
 }

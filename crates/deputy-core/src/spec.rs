@@ -96,7 +96,9 @@ impl FromStr for DepMode {
         match s {
             "success" => Ok(DepMode::Success),
             "finish" => Ok(DepMode::Finish),
-            _ => Err(format!("`{s}` is not a dependency mode: use success or finish")),
+            _ => Err(format!(
+                "`{s}` is not a dependency mode: use success or finish"
+            )),
         }
     }
 }

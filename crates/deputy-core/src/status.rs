@@ -84,7 +84,10 @@ impl Status {
 
     /// Whether an attempt that ended this way may be retried automatically.
     pub fn is_retryable_outcome(self) -> bool {
-        matches!(self, Status::Failed | Status::TimedOut | Status::Interrupted)
+        matches!(
+            self,
+            Status::Failed | Status::TimedOut | Status::Interrupted
+        )
     }
 }
 
@@ -120,7 +123,11 @@ pub enum TransitionError {
 
 /// The one function that decides whether a status change is legal.
 /// `new_attempt` says whether the change starts a new attempt.
-pub fn check_transition(from: Status, to: Status, new_attempt: bool) -> Result<(), TransitionError> {
+pub fn check_transition(
+    from: Status,
+    to: Status,
+    new_attempt: bool,
+) -> Result<(), TransitionError> {
     use Status::*;
     if from.is_terminal() {
         return match (to, new_attempt) {

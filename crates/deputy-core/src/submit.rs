@@ -110,10 +110,15 @@ impl<'de> Deserialize<'de> for DepInput {
             )
         })?;
         let (target, mode) = match raw {
-            Raw::Short(s) => (DepTarget::Task(s.parse().map_err(serde::de::Error::custom)?), None),
+            Raw::Short(s) => (
+                DepTarget::Task(s.parse().map_err(serde::de::Error::custom)?),
+                None,
+            ),
             Raw::Full(o) => {
                 let target = match (o.task, o.key) {
-                    (Some(t), None) => DepTarget::Task(t.parse().map_err(serde::de::Error::custom)?),
+                    (Some(t), None) => {
+                        DepTarget::Task(t.parse().map_err(serde::de::Error::custom)?)
+                    }
                     (None, Some(k)) => DepTarget::Key(k),
                     _ => {
                         return Err(serde::de::Error::custom(
@@ -248,7 +253,9 @@ impl<'de> Deserialize<'de> for SizeInput {
             serde_json::Value::String(s) => crate::size::parse_size(&s)
                 .map(SizeInput)
                 .map_err(serde::de::Error::custom),
-            _ => Err(serde::de::Error::custom("a size is bytes or a string like \"10MiB\"")),
+            _ => Err(serde::de::Error::custom(
+                "a size is bytes or a string like \"10MiB\"",
+            )),
         }
     }
 }
@@ -312,16 +319,28 @@ pub struct ValidTask {
 
 impl NewTask {
     /// Validates every field and applies defaults. `now` resolves relative `run_at`s.
-    pub fn validate(self, defaults: &SubmitDefaults, now: Millis) -> Result<ValidTask, ValidationError> {
+    pub fn validate(
+        self,
+        defaults: &SubmitDefaults,
+        now: Millis,
+    ) -> Result<ValidTask, ValidationError> {
         let kind = self.kind.as_deref().unwrap_or("shell");
         if kind != "shell" {
             return Err(ValidationError::new(
                 "kind",
-                format!("`{}` is not a task kind: use shell", truncate_for_message(kind)),
+                format!(
+                    "`{}` is not a task kind: use shell",
+                    truncate_for_message(kind)
+                ),
             ));
         }
         let command = match self.command {
-            None => return Err(ValidationError::new("command", "a shell task needs a command")),
+            None => {
+                return Err(ValidationError::new(
+                    "command",
+                    "a shell task needs a command",
+                ));
+            }
             Some(Command::Line(line)) => {
                 if line.trim().is_empty() {
                     return Err(ValidationError::new("command", "the command is empty"));
@@ -344,7 +363,10 @@ impl NewTask {
                     return Err(too_long("command", total, MAX_COMMAND_BYTES));
                 }
                 if argv.iter().any(|a| a.contains('\0')) {
-                    return Err(ValidationError::new("command", "arguments may not contain NUL bytes"));
+                    return Err(ValidationError::new(
+                        "command",
+                        "arguments may not contain NUL bytes",
+                    ));
                 }
                 Command::Argv(argv)
             }
@@ -352,7 +374,10 @@ impl NewTask {
         if let Command::Line(l) = &command
             && l.contains('\0')
         {
-            return Err(ValidationError::new("command", "the command may not contain NUL bytes"));
+            return Err(ValidationError::new(
+                "command",
+                "the command may not contain NUL bytes",
+            ));
         }
 
         if let Some(name) = &self.name {
@@ -362,13 +387,19 @@ impl NewTask {
             check_len("name", name, MAX_NAME_BYTES)?;
         }
         if self.labels.len() > MAX_LABELS {
-            return Err(ValidationError::new("labels", format!("at most {MAX_LABELS} labels")));
+            return Err(ValidationError::new(
+                "labels",
+                format!("at most {MAX_LABELS} labels"),
+            ));
         }
         for l in &self.labels {
             if l.is_empty() || l.chars().any(|c| c.is_control() || c == ',') {
                 return Err(ValidationError::new(
                     "labels",
-                    format!("label `{}` must be non-empty, without commas or control characters", truncate_for_message(l)),
+                    format!(
+                        "label `{}` must be non-empty, without commas or control characters",
+                        truncate_for_message(l)
+                    ),
                 ));
             }
             check_len("labels", l, MAX_LABEL_BYTES)?;
@@ -393,7 +424,10 @@ impl NewTask {
         }
 
         if self.env.len() > MAX_ENV_VARS {
-            return Err(ValidationError::new("env", format!("at most {MAX_ENV_VARS} variables")));
+            return Err(ValidationError::new(
+                "env",
+                format!("at most {MAX_ENV_VARS} variables"),
+            ));
         }
         for (k, v) in &self.env {
             if k.is_empty() || k.contains('=') || k.contains('\0') || !k.is_ascii() {
@@ -405,7 +439,10 @@ impl NewTask {
             check_len("env", k, MAX_ENV_KEY_BYTES)?;
             check_len("env", v, MAX_ENV_VALUE_BYTES)?;
             if v.contains('\0') {
-                return Err(ValidationError::new("env", format!("{k}: values may not contain NUL bytes")));
+                return Err(ValidationError::new(
+                    "env",
+                    format!("{k}: values may not contain NUL bytes"),
+                ));
             }
         }
 
@@ -419,7 +456,10 @@ impl NewTask {
         {
             return Err(ValidationError::new(
                 "timeout",
-                format!("must be between 1ms and {} days", MAX_TIMEOUT_MS / 86_400_000),
+                format!(
+                    "must be between 1ms and {} days",
+                    MAX_TIMEOUT_MS / 86_400_000
+                ),
             ));
         }
 
@@ -558,7 +598,8 @@ mod tests {
         assert_eq!(again.timeout, Some(TimeoutInput::Millis(1500)));
         assert_eq!(again.backoff, Some(DurationInput(2000)));
         assert_eq!(again.depends_on, t.depends_on);
-        let never: NewTask = serde_json::from_str(r#"{"command": "x", "timeout": "none"}"#).unwrap();
+        let never: NewTask =
+            serde_json::from_str(r#"{"command": "x", "timeout": "none"}"#).unwrap();
         let again: NewTask = serde_json::from_str(&serde_json::to_string(&never).unwrap()).unwrap();
         assert_eq!(again.timeout, Some(TimeoutInput::Never));
     }

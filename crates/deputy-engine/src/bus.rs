@@ -34,7 +34,10 @@ impl std::fmt::Debug for EventBus {
 
 impl EventBus {
     /// Starts the follower from the log's current end.
-    pub async fn start(store: Arc<dyn Store>, stop: CancellationToken) -> deputy_store::Result<Self> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        stop: CancellationToken,
+    ) -> deputy_store::Result<Self> {
         let (tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let published = Arc::new(AtomicI64::new(store.last_event_seq().await?));
         let bus = Self {

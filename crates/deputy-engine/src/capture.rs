@@ -40,7 +40,11 @@ pub struct CaptureTotals {
 }
 
 /// Reads one pipe to EOF, sending what it reads to the flusher.
-async fn read_pipe<R: AsyncRead + Unpin>(mut pipe: R, stream: Stream, tx: mpsc::Sender<(Stream, Vec<u8>)>) {
+async fn read_pipe<R: AsyncRead + Unpin>(
+    mut pipe: R,
+    stream: Stream,
+    tx: mpsc::Sender<(Stream, Vec<u8>)>,
+) {
     let mut buf = vec![0u8; READ_BUF];
     loop {
         match pipe.read(&mut buf).await {
@@ -133,11 +137,15 @@ impl Flusher {
                     self.tail.push_back((key, piece.len() as u64));
                     self.tail_bytes += piece.len() as u64;
                     while self.tail_bytes > self.tail_limit || self.tail.len() > MAX_TAIL_CHUNKS {
-                        let Some((old, len)) = self.tail.pop_front() else { break };
+                        let Some((old, len)) = self.tail.pop_front() else {
+                            break;
+                        };
                         self.tail_bytes -= len;
                         self.totals.omitted_bytes += len;
                         // A chunk dropped before it was ever stored is simply not sent.
-                        if let Some(pos) = chunks.iter().position(|c: &NewChunk| c.stream == old.stream && c.offset == old.offset) {
+                        if let Some(pos) = chunks.iter().position(|c: &NewChunk| {
+                            c.stream == old.stream && c.offset == old.offset
+                        }) {
                             chunks.remove(pos);
                         } else {
                             drop.push(old);

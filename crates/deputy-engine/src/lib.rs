@@ -143,7 +143,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("node", &self.inner.cfg.node).finish()
+        f.debug_struct("Engine")
+            .field("node", &self.inner.cfg.node)
+            .finish()
     }
 }
 
@@ -224,8 +226,16 @@ impl Engine {
     }
 
     /// Cancels a task: at once if it has not started, through its supervisor if it runs.
-    pub async fn cancel(&self, id: TaskId, reason: Option<String>) -> Result<CancelOutcome, EngineError> {
-        let out = self.inner.store.cancel(id, reason.clone(), now_ms()).await?;
+    pub async fn cancel(
+        &self,
+        id: TaskId,
+        reason: Option<String>,
+    ) -> Result<CancelOutcome, EngineError> {
+        let out = self
+            .inner
+            .store
+            .cancel(id, reason.clone(), now_ms())
+            .await?;
         if let CancelOutcome::Requested(_) = &out {
             // The flag is committed; if the supervisor registered after our look-up, it
             // reads the flag itself (see scheduler::start_task).
@@ -236,14 +246,19 @@ impl Engine {
     }
 
     pub async fn retry(&self, id: TaskId) -> Result<Task, EngineError> {
-        let t = self.inner.store.retry(id, now_ms()).await.map_err(|e| match e {
-            StoreError::Conflict { id, actual, .. } => EngineError::WrongState {
-                id,
-                status: actual,
-                what: "only a finished task can be retried".into(),
-            },
-            other => other.into(),
-        })?;
+        let t = self
+            .inner
+            .store
+            .retry(id, now_ms())
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict { id, actual, .. } => EngineError::WrongState {
+                    id,
+                    status: actual,
+                    what: "only a finished task can be retried".into(),
+                },
+                other => other.into(),
+            })?;
         self.inner.wake.notify_one();
         Ok(t)
     }
@@ -260,8 +275,16 @@ impl Engine {
         Ok(g)
     }
 
-    pub async fn set_group_parallel(&self, name: &str, parallel: Option<u32>) -> Result<Group, EngineError> {
-        let g = self.inner.store.set_group_parallel(name, parallel, now_ms()).await?;
+    pub async fn set_group_parallel(
+        &self,
+        name: &str,
+        parallel: Option<u32>,
+    ) -> Result<Group, EngineError> {
+        let g = self
+            .inner
+            .store
+            .set_group_parallel(name, parallel, now_ms())
+            .await?;
         self.inner.wake.notify_one();
         Ok(g)
     }
@@ -276,7 +299,10 @@ impl Engine {
         if running > 0 {
             tracing::info!(running, grace = ?grace, "waiting for running tasks");
         }
-        if tokio::time::timeout(grace, self.inner.supervisors.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.inner.supervisors.wait())
+            .await
+            .is_err()
+        {
             let stops: Vec<Stops> = self
                 .inner
                 .running
@@ -285,7 +311,10 @@ impl Engine {
                 .values()
                 .map(|e| e.stops.clone())
                 .collect();
-            tracing::warn!(count = stops.len(), "grace period over; interrupting running tasks");
+            tracing::warn!(
+                count = stops.len(),
+                "grace period over; interrupting running tasks"
+            );
             for s in stops {
                 s.interrupt.cancel();
             }

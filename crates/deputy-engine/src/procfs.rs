@@ -63,7 +63,14 @@ mod tests {
     #[test]
     fn parses_comm_with_spaces_and_parens() {
         let p = parse_stat("123 (a) b (c)) S 1 456 456 0 -1").unwrap();
-        assert_eq!(p, ProcInfo { pid: 123, state: 'S', pgid: 456 });
+        assert_eq!(
+            p,
+            ProcInfo {
+                pid: 123,
+                state: 'S',
+                pgid: 456
+            }
+        );
         assert!(p.is_alive());
         assert!(!parse_stat("9 (z) Z 1 9 9").unwrap().is_alive());
     }

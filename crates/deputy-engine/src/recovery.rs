@@ -17,7 +17,10 @@ pub(crate) async fn recover(store: &Arc<dyn Store>, cfg: &EngineConfig) -> Resul
     if left.is_empty() {
         return Ok(());
     }
-    tracing::warn!(count = left.len(), "recovering tasks left running by this node's previous life");
+    tracing::warn!(
+        count = left.len(),
+        "recovering tasks left running by this node's previous life"
+    );
     for t in left {
         let killed = match t.pgid {
             Some(pgid) => runner::kill_leftover(pgid, &t.id.to_string(), cfg.kill_grace).await,

@@ -43,7 +43,10 @@ impl Snapshot {
         if let Some(max) = limits.max_cpu_percent
             && self.cpu_percent > max
         {
-            return Some(format!("CPU use {:.0}% is over {max:.0}%", self.cpu_percent));
+            return Some(format!(
+                "CPU use {:.0}% is over {max:.0}%",
+                self.cpu_percent
+            ));
         }
         None
     }

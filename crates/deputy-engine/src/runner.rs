@@ -90,7 +90,10 @@ pub fn spawn(task: &Task, base_env: &BTreeMap<String, String>) -> io::Result<Spa
         });
     }
     let mut child = cmd.spawn()?;
-    let pid = child.id().ok_or_else(|| io::Error::other("child exited before its pid was read"))? as i32;
+    let pid = child
+        .id()
+        .ok_or_else(|| io::Error::other("child exited before its pid was read"))?
+        as i32;
     let take = |what: &str| io::Error::other(format!("child {what} pipe missing"));
     let gate = child.stdin.take().ok_or_else(|| take("stdin"))?;
     let stdout = child.stdout.take().ok_or_else(|| take("stdout"))?;
@@ -166,7 +169,10 @@ pub async fn terminate_group(pgid: i32, grace: Duration) {
     }
     signal_group(pgid, Signal::SIGKILL);
     if !wait_group_gone(pgid, Duration::from_secs(5)).await {
-        tracing::warn!(pgid, "process group survived SIGKILL for 5s (uninterruptible sleep?)");
+        tracing::warn!(
+            pgid,
+            "process group survived SIGKILL for 5s (uninterruptible sleep?)"
+        );
     }
 }
 

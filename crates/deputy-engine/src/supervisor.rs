@@ -37,9 +37,8 @@ pub(crate) async fn supervise(inner: Arc<Inner>, task: Task, stops: Stops) {
     let id = task.id;
     let attempt = task.attempt;
     let (status, exit_code, signal, reason) = run_attempt(&inner, &task, &stops).await;
-    let retry_at = (status.is_retryable_outcome() && may_retry(&task.spec.retry, attempt)).then(|| {
-        now_ms() + backoff_ms(&task.spec.retry, attempt + 1, fastrand::f64()) as i64
-    });
+    let retry_at = (status.is_retryable_outcome() && may_retry(&task.spec.retry, attempt))
+        .then(|| now_ms() + backoff_ms(&task.spec.retry, attempt + 1, fastrand::f64()) as i64);
     let finish = Finish {
         id,
         attempt,
@@ -62,9 +61,18 @@ pub(crate) async fn supervise(inner: Arc<Inner>, task: Task, stops: Stops) {
     inner.release(id);
 }
 
-async fn run_attempt(inner: &Inner, task: &Task, stops: &Stops) -> (Status, Option<i32>, Option<i32>, Option<String>) {
+async fn run_attempt(
+    inner: &Inner,
+    task: &Task,
+    stops: &Stops,
+) -> (Status, Option<i32>, Option<i32>, Option<String>) {
     if stops.cancel.is_cancelled() {
-        return (Status::Cancelled, None, None, Some("cancelled before it started".into()));
+        return (
+            Status::Cancelled,
+            None,
+            None,
+            Some("cancelled before it started".into()),
+        );
     }
     let spawned = match runner::spawn(task, &inner.base_env) {
         Ok(s) => s,
@@ -85,7 +93,12 @@ async fn run_attempt(inner: &Inner, task: &Task, stops: &Stops) -> (Status, Opti
         drop(gate);
         runner::terminate_group(pgid, inner.cfg.kill_grace).await;
         let _ = child.wait().await;
-        return (Status::Failed, None, None, Some(format!("could not record the process: {e}")));
+        return (
+            Status::Failed,
+            None,
+            None,
+            Some(format!("could not record the process: {e}")),
+        );
     }
     let capture = capture::start(
         inner.store.clone(),
@@ -160,7 +173,9 @@ async fn run_attempt(inner: &Inner, task: &Task, stops: &Stops) -> (Status, Opti
         Ending::Exited(s) if s.success() => (Status::Succeeded, Some(0), None, None),
         Ending::Exited(_) => {
             let reason = match (code, sig) {
-                (Some(runner::GATE_CLOSED_EXIT), _) => format!("exited with code {}", runner::GATE_CLOSED_EXIT),
+                (Some(runner::GATE_CLOSED_EXIT), _) => {
+                    format!("exited with code {}", runner::GATE_CLOSED_EXIT)
+                }
                 (Some(c), _) => format!("exited with code {c}"),
                 (None, Some(s)) => format!("killed by signal {s}"),
                 _ => "ended without an exit status".to_string(),
@@ -168,7 +183,9 @@ async fn run_attempt(inner: &Inner, task: &Task, stops: &Stops) -> (Status, Opti
             (Status::Failed, code, sig, Some(reason))
         }
         Ending::Cancelled => {
-            let reason = inner.cancel_reason(task.id).unwrap_or_else(|| "cancelled".into());
+            let reason = inner
+                .cancel_reason(task.id)
+                .unwrap_or_else(|| "cancelled".into());
             (Status::Cancelled, code, sig, Some(reason))
         }
         Ending::TimedOut(d) => (

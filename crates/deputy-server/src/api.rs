@@ -18,7 +18,8 @@ use crate::AppState;
 use crate::error::ApiError;
 
 pub(crate) async fn resolve_id(state: &AppState, raw: &str) -> Result<TaskId, ApiError> {
-    let r = IdRef::from_str(raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", e.to_string()))?;
+    let r = IdRef::from_str(raw)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", e.to_string()))?;
     Ok(state.engine.resolve(&r).await?)
 }
 
@@ -59,13 +60,20 @@ pub(crate) async fn submit(
         SubmitRequest::One(t) => (vec![*t], true),
         SubmitRequest::Batch(b) => {
             if b.tasks.is_empty() {
-                return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "tasks: the batch is empty"));
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    "tasks: the batch is empty",
+                ));
             }
             if b.tasks.len() > deputy_core::limits::MAX_BATCH {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid",
-                    format!("tasks: at most {} tasks per batch", deputy_core::limits::MAX_BATCH),
+                    format!(
+                        "tasks: at most {} tasks per batch",
+                        deputy_core::limits::MAX_BATCH
+                    ),
                 ));
             }
             (b.tasks, false)
@@ -73,7 +81,11 @@ pub(crate) async fn submit(
     };
     let out = state.engine.submit(batch).await?;
     let any_created = out.iter().any(|s| s.created);
-    let code = if any_created { StatusCode::CREATED } else { StatusCode::OK };
+    let code = if any_created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let results: Vec<SubmitResult> = out
         .into_iter()
         .map(|s| SubmitResult {
@@ -82,7 +94,10 @@ pub(crate) async fn submit(
         })
         .collect();
     if single {
-        let one = results.into_iter().next().ok_or_else(|| ApiError::bad_request("nothing submitted"))?;
+        let one = results
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::bad_request("nothing submitted"))?;
         Ok((code, Json(one)).into_response())
     } else {
         Ok((code, Json(BatchResult { tasks: results })).into_response())
@@ -109,13 +124,22 @@ pub(crate) async fn list(
 ) -> Result<Json<TaskPage>, ApiError> {
     let Query(p) = params?;
     let mut statuses = Vec::new();
-    for s in p.status.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
+    for s in p
+        .status
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+    {
         statuses.push(Status::from_str(s.trim()).map_err(ApiError::bad_request)?);
     }
     let limit = match p.limit {
         None => 100,
         Some(n) if (1..=1000).contains(&n) => n as u32,
-        Some(n) => return Err(ApiError::bad_request(format!("limit must be between 1 and 1000, got {n}"))),
+        Some(n) => {
+            return Err(ApiError::bad_request(format!(
+                "limit must be between 1 and 1000, got {n}"
+            )));
+        }
     };
     let q = ListQuery {
         statuses,
@@ -130,7 +154,10 @@ pub(crate) async fn list(
     Ok(Json(state.engine.store().list(&q).await?))
 }
 
-pub(crate) async fn get_task(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<TaskDetail>, ApiError> {
+pub(crate) async fn get_task(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<TaskDetail>, ApiError> {
     let id = resolve_id(&state, &raw).await?;
     let store = state.engine.store();
     Ok(Json(TaskDetail {
@@ -150,7 +177,11 @@ pub(crate) async fn cancel(
     if let Some(r) = &reason
         && r.len() > 1024
     {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "reason: at most 1024 bytes"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "reason: at most 1024 bytes",
+        ));
     }
     match state.engine.cancel(id, reason).await? {
         CancelOutcome::Cancelled(task) => Ok(Json(CancelResponse {
@@ -168,7 +199,10 @@ pub(crate) async fn cancel(
     }
 }
 
-pub(crate) async fn retry(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<deputy_core::Task>, ApiError> {
+pub(crate) async fn retry(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<deputy_core::Task>, ApiError> {
     let id = resolve_id(&state, &raw).await?;
     Ok(Json(state.engine.retry(id).await?))
 }
@@ -193,18 +227,25 @@ pub(crate) async fn logs(
     let id = resolve_id(&state, &raw).await?;
     let stream = match p.stream.as_deref() {
         None | Some("all") => None,
-        Some(s) => Some(Stream::parse(s).ok_or_else(|| ApiError::bad_request(format!("stream must be stdout, stderr or all, got `{s}`")))?),
+        Some(s) => Some(Stream::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!("stream must be stdout, stderr or all, got `{s}`"))
+        })?),
     };
     if let Some(n) = p.tail
         && n < 0
     {
-        return Err(ApiError::bad_request(format!("tail must be 0 or more, got {n}")));
+        return Err(ApiError::bad_request(format!(
+            "tail must be 0 or more, got {n}"
+        )));
     }
     let store = state.engine.store();
     let task = store.get(id).await?;
     let attempt = match p.attempt {
         Some(a) if a == 0 || a > task.attempt => {
-            return Err(ApiError::bad_request(format!("task {id} has attempts 1 to {}", task.attempt)));
+            return Err(ApiError::bad_request(format!(
+                "task {id} has attempts 1 to {}",
+                task.attempt
+            )));
         }
         Some(a) => a,
         // A task waiting for its next attempt shows the last one that ran.
@@ -220,7 +261,9 @@ pub(crate) async fn logs(
         .map_or(0, |a| a.omitted_bytes);
     match p.format.as_deref() {
         None | Some("text") => {
-            let rendered = deputy_core::output::render(chunks.iter().map(|c| (c.stream, c.offset, &c.data[..])));
+            let rendered = deputy_core::output::render(
+                chunks.iter().map(|c| (c.stream, c.offset, &c.data[..])),
+            );
             let text = String::from_utf8_lossy(&rendered).into_owned();
             let text = match p.tail {
                 Some(n) => tail_lines(&text, n as usize),
@@ -242,7 +285,9 @@ pub(crate) async fn logs(
                 .collect(),
         })
         .into_response()),
-        Some(f) => Err(ApiError::bad_request(format!("format must be text or json, got `{f}`"))),
+        Some(f) => Err(ApiError::bad_request(format!(
+            "format must be text or json, got `{f}`"
+        ))),
     }
 }
 
@@ -251,7 +296,10 @@ fn tail_lines(text: &str, n: usize) -> String {
         return String::new();
     }
     let trimmed = text.strip_suffix('\n').unwrap_or(text);
-    let start = trimmed.rmatch_indices('\n').nth(n - 1).map_or(0, |(i, _)| i + 1);
+    let start = trimmed
+        .rmatch_indices('\n')
+        .nth(n - 1)
+        .map_or(0, |(i, _)| i + 1);
     text[start..].to_string()
 }
 
@@ -287,7 +335,10 @@ fn check_parallel(p: Option<u32>) -> Result<(), ApiError> {
         Some(n) if n > deputy_core::limits::MAX_GROUP_PARALLEL => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid",
-            format!("parallel must be at most {}", deputy_core::limits::MAX_GROUP_PARALLEL),
+            format!(
+                "parallel must be at most {}",
+                deputy_core::limits::MAX_GROUP_PARALLEL
+            ),
         )),
         _ => Ok(()),
     }
@@ -301,7 +352,10 @@ pub(crate) async fn add_group(
     check_parallel(g.parallel)?;
     deputy_core::limits::check_group_name(&g.name)
         .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m))?;
-    Ok((StatusCode::CREATED, Json(state.engine.add_group(&g.name, g.parallel).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(state.engine.add_group(&g.name, g.parallel).await?),
+    ))
 }
 
 pub(crate) async fn update_group(
@@ -311,7 +365,9 @@ pub(crate) async fn update_group(
 ) -> Result<Json<Group>, ApiError> {
     let Json(u) = body?;
     check_parallel(u.parallel)?;
-    Ok(Json(state.engine.set_group_parallel(&name, u.parallel).await?))
+    Ok(Json(
+        state.engine.set_group_parallel(&name, u.parallel).await?,
+    ))
 }
 
 pub(crate) async fn clean(
@@ -320,7 +376,11 @@ pub(crate) async fn clean(
 ) -> Result<Json<CleanResponse>, ApiError> {
     let Json(c) = body?;
     if !c.older_than_days.is_finite() || c.older_than_days < 0.0 {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "older_than_days must be 0 or more"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "older_than_days must be 0 or more",
+        ));
     }
     let before = now_ms() - (c.older_than_days * 86_400_000.0) as i64;
     Ok(Json(CleanResponse {

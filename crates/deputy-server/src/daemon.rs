@@ -105,7 +105,10 @@ impl Daemon {
         self.http_stop.cancel();
         self.engine.shutdown(self.shutdown_grace).await;
         // The HTTP server stops once open streams end; they end with the engine's bus.
-        if tokio::time::timeout(Duration::from_secs(5), self.http).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), self.http)
+            .await
+            .is_err()
+        {
             tracing::warn!("HTTP connections still open after shutdown; dropping them");
         }
         let _ = fs::remove_file(self.data_dir.join(INFO_FILE));
@@ -126,9 +129,13 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
         Err(fs::TryLockError::WouldBlock) => bail!(
             "another deputy daemon is already using {} (stop it with Ctrl-C or `kill {}`, or pick another data dir with --data-dir)",
             dir.display(),
-            read_info(dir).map(|i| i.pid.to_string()).unwrap_or_else(|| "<pid>".into())
+            read_info(dir)
+                .map(|i| i.pid.to_string())
+                .unwrap_or_else(|| "<pid>".into())
         ),
-        Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
     }
 }
 
@@ -138,7 +145,8 @@ fn node_id(dir: &Path) -> anyhow::Result<NodeId> {
         Ok(s) if !s.trim().is_empty() => Ok(NodeId(s.trim().to_string())),
         _ => {
             let id = NodeId::generate();
-            fs::write(&path, format!("{id}\n")).with_context(|| format!("cannot write {}", path.display()))?;
+            fs::write(&path, format!("{id}\n"))
+                .with_context(|| format!("cannot write {}", path.display()))?;
             Ok(id)
         }
     }
@@ -165,7 +173,8 @@ pub async fn start(cfg: DaemonConfig) -> anyhow::Result<Daemon> {
             cfg.listen
         );
     }
-    fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+    fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let lock = lock_data_dir(&cfg.data_dir)?;
     let node = node_id(&cfg.data_dir)?;
     let db = cfg.data_dir.join(DB_FILE);
@@ -244,7 +253,10 @@ pub async fn start(cfg: DaemonConfig) -> anyhow::Result<Daemon> {
 }
 
 /// Runs the daemon until `shutdown` resolves, then stops it gracefully.
-pub async fn run(cfg: DaemonConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: DaemonConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     // Orphaned grandchildren of tasks are reparented to the daemon, which reaps them.
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         tracing::warn!(%e, "cannot become a child subreaper; orphaned task processes go to init");

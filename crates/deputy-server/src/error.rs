@@ -59,10 +59,20 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(_) => ApiError::not_found(e.to_string()),
-            StoreError::Ambiguous { .. } => ApiError::new(StatusCode::BAD_REQUEST, "ambiguous_id", e.to_string()),
-            StoreError::Conflict { .. } | StoreError::GroupExists(_) => ApiError::conflict(e.to_string()),
-            StoreError::Invalid(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
-            StoreError::UnknownGroup(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_group", e.to_string()),
+            StoreError::Ambiguous { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "ambiguous_id", e.to_string())
+            }
+            StoreError::Conflict { .. } | StoreError::GroupExists(_) => {
+                ApiError::conflict(e.to_string())
+            }
+            StoreError::Invalid(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+            }
+            StoreError::UnknownGroup(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_group",
+                e.to_string(),
+            ),
             other => ApiError::internal(other),
         }
     }
@@ -71,10 +81,16 @@ impl From<StoreError> for ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Invalid(v) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", v.to_string()),
+            EngineError::Invalid(v) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", v.to_string())
+            }
             EngineError::Store(s) => s.into(),
             EngineError::WrongState { .. } => ApiError::conflict(e.to_string()),
-            EngineError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string()),
+            EngineError::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                e.to_string(),
+            ),
             other => ApiError::internal(other),
         }
     }

@@ -46,7 +46,9 @@ pub fn app(state: AppState, max_body: usize) -> Router {
         .route("/v1/groups", get(api::groups).post(api::add_group))
         .route("/v1/groups/{name}", patch(api::update_group))
         .route("/v1/clean", post(api::clean))
-        .fallback(|| async { ApiError::not_found("no such endpoint; see the README's HTTP section") })
+        .fallback(|| async {
+            ApiError::not_found("no such endpoint; see the README's HTTP section")
+        })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }

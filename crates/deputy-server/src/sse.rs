@@ -65,13 +65,19 @@ impl Scope {
 
 fn start_after(headers: &HeaderMap, query: Option<i64>) -> Result<i64, ApiError> {
     if let Some(v) = headers.get("last-event-id") {
-        let s = v.to_str().map_err(|_| ApiError::bad_request("Last-Event-ID is not text"))?;
+        let s = v
+            .to_str()
+            .map_err(|_| ApiError::bad_request("Last-Event-ID is not text"))?;
         return s
             .trim()
             .parse::<i64>()
             .ok()
             .filter(|n| *n >= 0)
-            .ok_or_else(|| ApiError::bad_request(format!("Last-Event-ID must be an event id (a whole number), got `{s}`")));
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Last-Event-ID must be an event id (a whole number), got `{s}`"
+                ))
+            });
     }
     match query {
         Some(n) if n < 0 => Err(ApiError::bad_request("last_event_id must be 0 or more")),
@@ -88,7 +94,9 @@ pub(crate) async fn task_events(
 ) -> Result<Response, ApiError> {
     let Query(p) = params?;
     if p.group.is_some() {
-        return Err(ApiError::bad_request("group filters apply to /v1/events only"));
+        return Err(ApiError::bad_request(
+            "group filters apply to /v1/events only",
+        ));
     }
     let id = resolve_id(&state, &raw).await?;
     let after = start_after(&headers, p.last_event_id)?;
@@ -102,15 +110,23 @@ pub(crate) async fn all_events(
 ) -> Result<Response, ApiError> {
     let Query(p) = params?;
     let after = start_after(&headers, p.last_event_id)?;
-    Ok(sse_response(stream_events(state, Scope::All { group: p.group }, after)))
+    Ok(sse_response(stream_events(
+        state,
+        Scope::All { group: p.group },
+        after,
+    )))
 }
 
-fn sse_response(stream: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static) -> Response {
+fn sse_response(
+    stream: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
+) -> Response {
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
-    resp.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
-    resp.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
     resp
 }
 
@@ -122,7 +138,11 @@ fn frame(e: &Event) -> SseEvent {
         .data(data)
 }
 
-fn stream_events(state: AppState, scope: Scope, after: i64) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+fn stream_events(
+    state: AppState,
+    scope: Scope,
+    after: i64,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     let live = state.engine.bus().subscribe();
     tokio::spawn(async move {
@@ -153,7 +173,12 @@ async fn produce(
     };
     // Replay what is committed.
     loop {
-        let page = match state.engine.store().events_after(last, REPLAY_PAGE, task).await {
+        let page = match state
+            .engine
+            .store()
+            .events_after(last, REPLAY_PAGE, task)
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(%e, "replaying events failed; closing the stream");

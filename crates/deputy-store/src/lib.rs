@@ -155,7 +155,12 @@ pub trait Store: Send + Sync + 'static {
     async fn set_pgid(&self, id: TaskId, attempt: u32, pgid: i32) -> Result<()>;
     /// Ends a running attempt (and schedules the next one when `retry_at` is set).
     async fn finish(&self, finish: Finish) -> Result<Task>;
-    async fn cancel(&self, id: TaskId, reason: Option<String>, now: Millis) -> Result<CancelOutcome>;
+    async fn cancel(
+        &self,
+        id: TaskId,
+        reason: Option<String>,
+        now: Millis,
+    ) -> Result<CancelOutcome>;
     /// Starts a new attempt of a finished task.
     async fn retry(&self, id: TaskId, now: Millis) -> Result<Task>;
     /// Scheduled tasks whose time has come become queued. Returns how many.
@@ -177,7 +182,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<StoredChunk>>;
 
     /// Events with `seq > after`, oldest first, at most `limit`, optionally of one task.
-    async fn events_after(&self, after: i64, limit: u32, task: Option<TaskId>) -> Result<Vec<Event>>;
+    async fn events_after(
+        &self,
+        after: i64,
+        limit: u32,
+        task: Option<TaskId>,
+    ) -> Result<Vec<Event>>;
     async fn last_event_seq(&self) -> Result<i64>;
     /// Resolves after a transaction that appended events has committed (at once if one
     /// committed since the previous call). Never misses a commit.
@@ -185,7 +195,12 @@ pub trait Store: Send + Sync + 'static {
 
     async fn groups(&self) -> Result<Vec<Group>>;
     async fn add_group(&self, name: &str, parallel: Option<u32>, now: Millis) -> Result<Group>;
-    async fn set_group_parallel(&self, name: &str, parallel: Option<u32>, now: Millis) -> Result<Group>;
+    async fn set_group_parallel(
+        &self,
+        name: &str,
+        parallel: Option<u32>,
+        now: Millis,
+    ) -> Result<Group>;
     /// Pauses or resumes one group, or the whole queue when `group` is None.
     async fn set_paused(&self, group: Option<&str>, paused: bool, now: Millis) -> Result<()>;
     async fn queue_paused(&self) -> Result<bool>;

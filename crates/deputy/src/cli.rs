@@ -28,6 +28,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // Parsed once per process; boxing buys nothing.
 pub enum Command {
     /// Run the daemon in the foreground.
     Serve(ServeArgs),

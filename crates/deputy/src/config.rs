@@ -33,19 +33,59 @@ impl fmt::Display for Source {
 
 /// Every key the config knows: name, default, and what it means.
 pub const KEYS: &[(&str, &str, &str)] = &[
-    ("listen", "127.0.0.1:7477", "address the daemon listens on (loopback only)"),
-    ("data_dir", "", "where the database lives (default: $XDG_DATA_HOME/deputy)"),
-    ("parallel", "", "tasks run at once (default: number of CPUs)"),
-    ("default_timeout", "1h", "timeout of tasks that set none; \"none\" for no default"),
+    (
+        "listen",
+        "127.0.0.1:7477",
+        "address the daemon listens on (loopback only)",
+    ),
+    (
+        "data_dir",
+        "",
+        "where the database lives (default: $XDG_DATA_HOME/deputy)",
+    ),
+    (
+        "parallel",
+        "",
+        "tasks run at once (default: number of CPUs)",
+    ),
+    (
+        "default_timeout",
+        "1h",
+        "timeout of tasks that set none; \"none\" for no default",
+    ),
     ("output_cap", "10MiB", "output stored per task attempt"),
     ("kill_grace", "5s", "time between SIGTERM and SIGKILL"),
-    ("shutdown_grace", "30s", "how long shutdown waits for running tasks"),
-    ("retention_days", "30", "finished tasks older than this are deleted; 0 keeps them"),
+    (
+        "shutdown_grace",
+        "30s",
+        "how long shutdown waits for running tasks",
+    ),
+    (
+        "retention_days",
+        "30",
+        "finished tasks older than this are deleted; 0 keeps them",
+    ),
     ("max_body", "1MiB", "largest HTTP request body"),
-    ("min_free_memory", "256MiB", "start nothing while less memory is available; \"off\" to disable"),
-    ("max_cpu_percent", "95", "start nothing while CPU use is higher; \"off\" to disable"),
-    ("lease", "30s", "how long a running task's claim lasts without a heartbeat"),
-    ("url", "", "daemon URL for the CLI (default: found through the data dir)"),
+    (
+        "min_free_memory",
+        "256MiB",
+        "start nothing while less memory is available; \"off\" to disable",
+    ),
+    (
+        "max_cpu_percent",
+        "95",
+        "start nothing while CPU use is higher; \"off\" to disable",
+    ),
+    (
+        "lease",
+        "30s",
+        "how long a running task's claim lasts without a heartbeat",
+    ),
+    (
+        "url",
+        "",
+        "daemon URL for the CLI (default: found through the data dir)",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -99,7 +139,9 @@ impl Config {
                 )
             })
             .collect();
-        let explicit = file.map(Path::to_path_buf).or_else(|| std::env::var_os("DEPUTY_CONFIG").map(PathBuf::from));
+        let explicit = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("DEPUTY_CONFIG").map(PathBuf::from));
         let path = explicit.clone().unwrap_or_else(default_config_file);
         match std::fs::read_to_string(&path) {
             Ok(text) => {
@@ -114,24 +156,49 @@ impl Config {
                             KEYS.iter().map(|k| k.0).collect::<Vec<_>>().join(", ")
                         );
                     };
-                    let value = toml_to_string(&v)
-                        .with_context(|| format!("`{k}` in {} must be a string or a number", path.display()))?;
-                    entries.insert(key, Entry { value, source: Source::File(path.clone()) });
+                    let value = toml_to_string(&v).with_context(|| {
+                        format!("`{k}` in {} must be a string or a number", path.display())
+                    })?;
+                    entries.insert(
+                        key,
+                        Entry {
+                            value,
+                            source: Source::File(path.clone()),
+                        },
+                    );
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot read the config file {}", path.display())),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot read the config file {}", path.display()));
+            }
         }
         for (k, _, _) in KEYS {
             let var = format!("DEPUTY_{}", k.to_ascii_uppercase());
             if let Ok(v) = std::env::var(&var) {
-                entries.insert(k, Entry { value: v, source: Source::Env(var) });
+                entries.insert(
+                    k,
+                    Entry {
+                        value: v,
+                        source: Source::Env(var),
+                    },
+                );
             }
         }
         for (k, v) in flags {
-            entries.insert(k, Entry { value: v.clone(), source: Source::Flag(k.replace('_', "-")) });
+            entries.insert(
+                k,
+                Entry {
+                    value: v.clone(),
+                    source: Source::Flag(k.replace('_', "-")),
+                },
+            );
         }
-        let cfg = Self { entries, file: path };
+        let cfg = Self {
+            entries,
+            file: path,
+        };
         cfg.daemon_config()?; // Fail early on bad values, naming the key and its source.
         Ok(cfg)
     }
@@ -142,12 +209,17 @@ impl Config {
 
     fn parse<T>(&self, key: &str, f: impl FnOnce(&str) -> Result<T, String>) -> anyhow::Result<T> {
         let e = self.raw(key);
-        f(e.value.trim()).map_err(|m| anyhow::anyhow!("config `{key}` = `{}` (from {}): {m}", e.value, e.source))
+        f(e.value.trim())
+            .map_err(|m| anyhow::anyhow!("config `{key}` = `{}` (from {}): {m}", e.value, e.source))
     }
 
     pub fn data_dir(&self) -> PathBuf {
         let v = &self.raw("data_dir").value;
-        if v.is_empty() { default_data_dir() } else { PathBuf::from(v) }
+        if v.is_empty() {
+            default_data_dir()
+        } else {
+            PathBuf::from(v)
+        }
     }
 
     pub fn url(&self) -> Option<String> {
@@ -158,7 +230,8 @@ impl Config {
     pub fn daemon_config(&self) -> anyhow::Result<DaemonConfig> {
         let mut d = DaemonConfig::new(self.data_dir());
         d.listen = self.parse("listen", |s| {
-            s.parse::<SocketAddr>().map_err(|_| "not an address like 127.0.0.1:7477".to_string())
+            s.parse::<SocketAddr>()
+                .map_err(|_| "not an address like 127.0.0.1:7477".to_string())
         })?;
         let parallel = self.parse("parallel", |s| {
             if s.is_empty() {
@@ -177,13 +250,17 @@ impl Config {
             _ => parse_duration(s).map(Some),
         })?;
         d.output_cap = self.parse("output_cap", deputy_core::size::parse_size)?;
-        if !(deputy_core::limits::MIN_OUTPUT_CAP..=deputy_core::limits::MAX_OUTPUT_CAP).contains(&d.output_cap) {
+        if !(deputy_core::limits::MIN_OUTPUT_CAP..=deputy_core::limits::MAX_OUTPUT_CAP)
+            .contains(&d.output_cap)
+        {
             bail!("config `output_cap` must be between 1KiB and 1GiB");
         }
         d.kill_grace = self.parse("kill_grace", parse_duration)?;
         d.shutdown_grace = self.parse("shutdown_grace", parse_duration)?;
         d.retention = self.parse("retention_days", |s| {
-            let days: f64 = s.parse().map_err(|_| "must be a number of days".to_string())?;
+            let days: f64 = s
+                .parse()
+                .map_err(|_| "must be a number of days".to_string())?;
             if !days.is_finite() || days < 0.0 {
                 return Err("must be 0 or more".into());
             }
@@ -212,7 +289,8 @@ impl Config {
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("not a duration like 30s or 5m ({e})"))?;
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("not a duration like 30s or 5m ({e})"))?;
     if d.is_zero() {
         return Err("must be more than zero".into());
     }

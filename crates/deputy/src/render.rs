@@ -17,7 +17,10 @@ pub fn exit_code(t: &Task) -> u8 {
 }
 
 pub fn truncate(s: &str, max: usize) -> String {
-    let one_line: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let one_line: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if one_line.chars().count() <= max {
         return one_line;
     }
@@ -29,7 +32,13 @@ pub fn truncate(s: &str, max: usize) -> String {
 pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for r in rows {
@@ -67,7 +76,9 @@ pub fn task_rows(tasks: &[Task]) -> String {
             t.spec.priority.to_string(),
             t.spec.group.clone(),
             short_duration(now - t.created_at),
-            t.duration_ms().map(short_duration).unwrap_or_else(|| "-".into()),
+            t.duration_ms()
+                .map(short_duration)
+                .unwrap_or_else(|| "-".into()),
             t.attempt.to_string(),
             truncate(&t.spec.title(), 60),
         ]);

@@ -154,7 +154,12 @@ impl Store for SqliteStore {
         Ok(t)
     }
 
-    async fn cancel(&self, id: TaskId, reason: Option<String>, now: Millis) -> Result<CancelOutcome> {
+    async fn cancel(
+        &self,
+        id: TaskId,
+        reason: Option<String>,
+        now: Millis,
+    ) -> Result<CancelOutcome> {
         let mut tx = self.begin().await?;
         let out = tasks::cancel(&mut tx, id, reason, now).await?;
         self.commit(tx).await?;
@@ -181,11 +186,11 @@ impl Store for SqliteStore {
 
     async fn next_ready_at(&self) -> Result<Option<Millis>> {
         let mut conn = self.reader.acquire().await?;
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(ready_at) FROM tasks WHERE status = 'scheduled'",
+        Ok(
+            sqlx::query_scalar("SELECT MIN(ready_at) FROM tasks WHERE status = 'scheduled'")
+                .fetch_one(&mut *conn)
+                .await?,
         )
-        .fetch_one(&mut *conn)
-        .await?)
     }
 
     async fn renew_leases(&self, node: &NodeId, until: Millis) -> Result<u64> {
@@ -225,7 +230,12 @@ impl Store for SqliteStore {
         output::read(&mut conn, id, attempt, stream).await
     }
 
-    async fn events_after(&self, after: i64, limit: u32, task: Option<TaskId>) -> Result<Vec<Event>> {
+    async fn events_after(
+        &self,
+        after: i64,
+        limit: u32,
+        task: Option<TaskId>,
+    ) -> Result<Vec<Event>> {
         let mut conn = self.reader.acquire().await?;
         output::events_after(&mut conn, after, limit, task).await
     }
@@ -255,7 +265,12 @@ impl Store for SqliteStore {
         Ok(g)
     }
 
-    async fn set_group_parallel(&self, name: &str, parallel: Option<u32>, now: Millis) -> Result<Group> {
+    async fn set_group_parallel(
+        &self,
+        name: &str,
+        parallel: Option<u32>,
+        now: Millis,
+    ) -> Result<Group> {
         let mut tx = self.begin().await?;
         let g = tasks::set_group_parallel(&mut tx, name, parallel, now).await?;
         self.commit(tx).await?;

@@ -47,13 +47,15 @@ pub(super) async fn append(conn: &mut SqliteConnection, b: OutputBatch) -> Resul
         .execute(&mut *conn)
         .await?;
     }
-    sqlx::query("UPDATE attempts SET output_bytes = ?, omitted_bytes = ? WHERE task_id = ? AND number = ?")
-        .bind(b.total_bytes as i64)
-        .bind(b.omitted_bytes as i64)
-        .bind(b.task.to_string())
-        .bind(i64::from(b.attempt))
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE attempts SET output_bytes = ?, omitted_bytes = ? WHERE task_id = ? AND number = ?",
+    )
+    .bind(b.total_bytes as i64)
+    .bind(b.omitted_bytes as i64)
+    .bind(b.task.to_string())
+    .bind(i64::from(b.attempt))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -79,7 +81,8 @@ pub(super) async fn read(
         .map(|r| {
             let s: String = r.try_get("stream")?;
             Ok(StoredChunk {
-                stream: Stream::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("stream {s}")))?,
+                stream: Stream::parse(&s)
+                    .ok_or_else(|| StoreError::Corrupt(format!("stream {s}")))?,
                 offset: r.try_get::<i64, _>("offset")? as u64,
                 data: r.try_get("data")?,
             })
@@ -102,14 +105,15 @@ pub(super) async fn events_after(
     if let Some(t) = task {
         qb.push(" AND e.task_id = ").push_bind(t.to_string());
     }
-    qb.push(" ORDER BY e.seq LIMIT ").push_bind(i64::from(limit.clamp(1, 10_000)));
+    qb.push(" ORDER BY e.seq LIMIT ")
+        .push_bind(i64::from(limit.clamp(1, 10_000)));
     let rows = qb.build().fetch_all(&mut *conn).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
         let type_name: String = r.try_get("type")?;
         let payload: String = r.try_get("payload")?;
-        let payload: serde_json::Value =
-            serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(format!("event payload: {e}")))?;
+        let payload: serde_json::Value = serde_json::from_str(&payload)
+            .map_err(|e| StoreError::Corrupt(format!("event payload: {e}")))?;
         let mut body = EventBody::from_parts(&type_name, payload)
             .map_err(|e| StoreError::Corrupt(format!("event {type_name}: {e}")))?;
         if let EventBody::TaskOutput { data, .. } = &mut body {

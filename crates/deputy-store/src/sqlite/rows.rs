@@ -28,7 +28,8 @@ fn task_from_row(row: &SqliteRow) -> Result<Task> {
     let id: String = row.try_get("id")?;
     let status: String = row.try_get("status")?;
     let spec: String = row.try_get("spec")?;
-    let spec: TaskSpec = serde_json::from_str(&spec).map_err(|e| corrupt(format!("task {id}: {e}")))?;
+    let spec: TaskSpec =
+        serde_json::from_str(&spec).map_err(|e| corrupt(format!("task {id}: {e}")))?;
     Ok(Task {
         id: parse_id(&id)?,
         status: parse_status(&status)?,
@@ -39,7 +40,9 @@ fn task_from_row(row: &SqliteRow) -> Result<Task> {
         updated_at: row.try_get("updated_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
-        exit_code: row.try_get::<Option<i64>, _>("exit_code")?.map(|v| v as i32),
+        exit_code: row
+            .try_get::<Option<i64>, _>("exit_code")?
+            .map(|v| v as i32),
         signal: row.try_get::<Option<i64>, _>("signal")?.map(|v| v as i32),
         reason: row.try_get("reason")?,
         ready_at: row.try_get("ready_at")?,
@@ -51,7 +54,10 @@ fn task_from_row(row: &SqliteRow) -> Result<Task> {
 }
 
 /// Loads tasks by a `WHERE` built by the caller, with their dependencies.
-async fn load_many(conn: &mut SqliteConnection, mut qb: QueryBuilder<Sqlite>) -> Result<(Vec<Task>, Vec<i64>)> {
+async fn load_many(
+    conn: &mut SqliteConnection,
+    mut qb: QueryBuilder<Sqlite>,
+) -> Result<(Vec<Task>, Vec<i64>)> {
     let rows = qb.build().fetch_all(&mut *conn).await?;
     let mut tasks = Vec::with_capacity(rows.len());
     let mut seqs = Vec::with_capacity(rows.len());
@@ -87,7 +93,9 @@ pub(super) async fn load_task(conn: &mut SqliteConnection, id: TaskId) -> Result
     let mut qb = QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = "));
     qb.push_bind(id.to_string());
     let (mut tasks, _) = load_many(conn, qb).await?;
-    tasks.pop().ok_or_else(|| StoreError::NotFound(id.to_string()))
+    tasks
+        .pop()
+        .ok_or_else(|| StoreError::NotFound(id.to_string()))
 }
 
 pub(super) async fn resolve(conn: &mut SqliteConnection, id: &IdRef) -> Result<TaskId> {
@@ -97,7 +105,9 @@ pub(super) async fn resolve(conn: &mut SqliteConnection, id: &IdRef) -> Result<T
                 .bind(id.to_string())
                 .fetch_optional(&mut *conn)
                 .await?;
-            found.map(|_| *id).ok_or_else(|| StoreError::NotFound(id.to_string()))
+            found
+                .map(|_| *id)
+                .ok_or_else(|| StoreError::NotFound(id.to_string()))
         }
         IdRef::Prefix(p) => {
             // A range scan on the primary key: ids starting with p sort in [p, p + "g").
@@ -121,7 +131,8 @@ pub(super) async fn resolve(conn: &mut SqliteConnection, id: &IdRef) -> Result<T
 }
 
 pub(super) async fn list(conn: &mut SqliteConnection, q: &ListQuery) -> Result<Page> {
-    let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {TASK_COLUMNS} FROM tasks t WHERE 1 = 1"));
+    let mut qb =
+        QueryBuilder::<Sqlite>::new(format!("SELECT {TASK_COLUMNS} FROM tasks t WHERE 1 = 1"));
     if !q.statuses.is_empty() {
         qb.push(" AND status IN (");
         let mut sep = qb.separated(", ");
@@ -139,7 +150,10 @@ pub(super) async fn list(conn: &mut SqliteConnection, q: &ListQuery) -> Result<P
             .push(")");
     }
     if let Some(text) = &q.text {
-        let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let escaped = text
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
         qb.push(" AND title LIKE ")
             .push_bind(format!("%{escaped}%"))
             .push(" ESCAPE '\\'");
@@ -154,7 +168,8 @@ pub(super) async fn list(conn: &mut SqliteConnection, q: &ListQuery) -> Result<P
         qb.push(" AND queue_seq < ").push_bind(c);
     }
     let limit = q.limit.clamp(1, 1000);
-    qb.push(" ORDER BY queue_seq DESC LIMIT ").push_bind(i64::from(limit) + 1);
+    qb.push(" ORDER BY queue_seq DESC LIMIT ")
+        .push_bind(i64::from(limit) + 1);
     let (mut tasks, seqs) = load_many(conn, qb).await?;
     let next_cursor = if tasks.len() > limit as usize {
         tasks.truncate(limit as usize);
@@ -165,7 +180,10 @@ pub(super) async fn list(conn: &mut SqliteConnection, q: &ListQuery) -> Result<P
     Ok(Page { tasks, next_cursor })
 }
 
-pub(super) async fn running(conn: &mut SqliteConnection, node: Option<&NodeId>) -> Result<Vec<Task>> {
+pub(super) async fn running(
+    conn: &mut SqliteConnection,
+    node: Option<&NodeId>,
+) -> Result<Vec<Task>> {
     let mut qb = QueryBuilder::<Sqlite>::new(format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'running'"
     ));

@@ -44,8 +44,15 @@ struct Move {
 }
 
 /// The compare-and-set at the heart of the store.
-async fn apply(conn: &mut SqliteConnection, cur: &Task, to: Status, mv: Move, now: Millis) -> Result<Task> {
-    check_transition(cur.status, to, mv.new_attempt).map_err(|e| StoreError::Invalid(format!("task {}: {e}", cur.id)))?;
+async fn apply(
+    conn: &mut SqliteConnection,
+    cur: &Task,
+    to: Status,
+    mv: Move,
+    now: Millis,
+) -> Result<Task> {
+    check_transition(cur.status, to, mv.new_attempt)
+        .map_err(|e| StoreError::Invalid(format!("task {}: {e}", cur.id)))?;
     let mut t = cur.clone();
     t.status = to;
     t.updated_at = now;
@@ -157,7 +164,11 @@ async fn apply(conn: &mut SqliteConnection, cur: &Task, to: Status, mv: Move, no
             reason: mv.reason,
             exit_code: mv.exit_code,
             signal: mv.signal,
-            run_at: if to == Status::Scheduled { t.ready_at } else { None },
+            run_at: if to == Status::Scheduled {
+                t.ready_at
+            } else {
+                None
+            },
         },
         now,
     )
@@ -247,7 +258,11 @@ async fn readiness(conn: &mut SqliteConnection, deps: &[Dependency]) -> Result<R
             )));
         }
     }
-    Ok(if waiting { Readiness::Waiting } else { Readiness::Ready })
+    Ok(if waiting {
+        Readiness::Waiting
+    } else {
+        Readiness::Ready
+    })
 }
 
 async fn make_ready(conn: &mut SqliteConnection, t: &Task, now: Millis) -> Result<Task> {
@@ -269,7 +284,11 @@ async fn make_ready(conn: &mut SqliteConnection, t: &Task, now: Millis) -> Resul
     }
 }
 
-pub(super) async fn submit(conn: &mut SqliteConnection, batch: Vec<ValidTask>, now: Millis) -> Result<Vec<Submitted>> {
+pub(super) async fn submit(
+    conn: &mut SqliteConnection,
+    batch: Vec<ValidTask>,
+    now: Millis,
+) -> Result<Vec<Submitted>> {
     if batch.is_empty() {
         return Err(StoreError::Invalid("the batch is empty".into()));
     }
@@ -279,7 +298,9 @@ pub(super) async fn submit(conn: &mut SqliteConnection, batch: Vec<ValidTask>, n
         if let Some(k) = &t.key
             && key_index.insert(k.as_str(), i).is_some()
         {
-            return Err(StoreError::Invalid(format!("batch key `{k}` is used twice")));
+            return Err(StoreError::Invalid(format!(
+                "batch key `{k}` is used twice"
+            )));
         }
     }
     let mut local_edges: Vec<Vec<usize>> = vec![Vec::new(); batch.len()];
@@ -290,15 +311,21 @@ pub(super) async fn submit(conn: &mut SqliteConnection, batch: Vec<ValidTask>, n
             let r = match &d.target {
                 DepTarget::Key(k) => {
                     let j = *key_index.get(k.as_str()).ok_or_else(|| {
-                        StoreError::Invalid(format!("depends_on: no task with key `{k}` in this batch"))
+                        StoreError::Invalid(format!(
+                            "depends_on: no task with key `{k}` in this batch"
+                        ))
                     })?;
                     local_edges[i].push(j);
                     DepRef::Local(j)
                 }
-                DepTarget::Task(id) => DepRef::Stored(rows::resolve(conn, id).await.map_err(|e| match e {
-                    StoreError::NotFound(x) => StoreError::Invalid(format!("depends_on: no task {x}")),
-                    other => other,
-                })?),
+                DepTarget::Task(id) => {
+                    DepRef::Stored(rows::resolve(conn, id).await.map_err(|e| match e {
+                        StoreError::NotFound(x) => {
+                            StoreError::Invalid(format!("depends_on: no task {x}"))
+                        }
+                        other => other,
+                    })?)
+                }
             };
             deps.push((r, d.mode));
         }
@@ -309,7 +336,10 @@ pub(super) async fn submit(conn: &mut SqliteConnection, batch: Vec<ValidTask>, n
             .iter()
             .map(|&i| batch[i].key.clone().unwrap_or_else(|| format!("#{i}")))
             .collect();
-        return Err(StoreError::Invalid(format!("dependency cycle: {}", names.join(" -> "))));
+        return Err(StoreError::Invalid(format!(
+            "dependency cycle: {}",
+            names.join(" -> ")
+        )));
     }
     for t in &batch {
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM groups WHERE name = ?")
@@ -328,14 +358,18 @@ pub(super) async fn submit(conn: &mut SqliteConnection, batch: Vec<ValidTask>, n
     for i in order {
         let t = &batch[i];
         if let Some(key) = &t.spec.idempotency_key {
-            let existing: Option<String> = sqlx::query_scalar("SELECT id FROM tasks WHERE idempotency_key = ?")
-                .bind(key)
-                .fetch_optional(&mut *conn)
-                .await?;
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT id FROM tasks WHERE idempotency_key = ?")
+                    .bind(key)
+                    .fetch_optional(&mut *conn)
+                    .await?;
             if let Some(existing) = existing {
                 let task = load_task(conn, rows::parse_id(&existing)?).await?;
                 ids[i] = Some(task.id);
-                out[i] = Some(Submitted { task, created: false });
+                out[i] = Some(Submitted {
+                    task,
+                    created: false,
+                });
                 continue;
             }
         }
@@ -351,9 +385,15 @@ pub(super) async fn submit(conn: &mut SqliteConnection, batch: Vec<ValidTask>, n
             .collect();
         let task = insert_task(conn, t, deps, now).await?;
         ids[i] = Some(task.id);
-        out[i] = Some(Submitted { task, created: true });
+        out[i] = Some(Submitted {
+            task,
+            created: true,
+        });
     }
-    Ok(out.into_iter().map(|s| s.expect("every task handled")).collect())
+    Ok(out
+        .into_iter()
+        .map(|s| s.expect("every task handled"))
+        .collect())
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -386,7 +426,12 @@ fn topo_order(edges: &[Vec<usize>]) -> Vec<usize> {
     order
 }
 
-async fn insert_task(conn: &mut SqliteConnection, t: &ValidTask, deps: Vec<Dependency>, now: Millis) -> Result<Task> {
+async fn insert_task(
+    conn: &mut SqliteConnection,
+    t: &ValidTask,
+    deps: Vec<Dependency>,
+    now: Millis,
+) -> Result<Task> {
     let id = TaskId::new();
     let (status, reason, ready_at) = match readiness(conn, &deps).await? {
         Readiness::Waiting => (Status::Blocked, None, None),
@@ -403,7 +448,8 @@ async fn insert_task(conn: &mut SqliteConnection, t: &ValidTask, deps: Vec<Depen
         priority: t.spec.priority,
     };
     let seq = append_event(conn, Some(id), &created, now).await?;
-    let spec_json = serde_json::to_string(&t.spec).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let spec_json =
+        serde_json::to_string(&t.spec).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let finished_at = status.is_terminal().then_some(now);
     sqlx::query(
         "INSERT INTO tasks (id, status, priority, group_name, attempt, spec, title, idempotency_key,
@@ -447,7 +493,12 @@ async fn insert_task(conn: &mut SqliteConnection, t: &ValidTask, deps: Vec<Depen
     Ok(task)
 }
 
-pub(super) async fn claim(conn: &mut SqliteConnection, node: &NodeId, lease_ms: u64, now: Millis) -> Result<Option<Task>> {
+pub(super) async fn claim(
+    conn: &mut SqliteConnection,
+    node: &NodeId,
+    lease_ms: u64,
+    now: Millis,
+) -> Result<Option<Task>> {
     let candidate: Option<String> = sqlx::query_scalar(
         "SELECT t.id FROM tasks t JOIN groups g ON g.name = t.group_name
          WHERE t.status = 'queued' AND g.paused = 0
@@ -475,13 +526,20 @@ pub(super) async fn claim(conn: &mut SqliteConnection, node: &NodeId, lease_ms: 
     Ok(Some(t))
 }
 
-pub(super) async fn set_pgid(conn: &mut SqliteConnection, id: TaskId, attempt: u32, pgid: i32) -> Result<()> {
-    let r = sqlx::query("UPDATE tasks SET pgid = ? WHERE id = ? AND attempt = ? AND status = 'running'")
-        .bind(i64::from(pgid))
-        .bind(id.to_string())
-        .bind(i64::from(attempt))
-        .execute(&mut *conn)
-        .await?;
+pub(super) async fn set_pgid(
+    conn: &mut SqliteConnection,
+    id: TaskId,
+    attempt: u32,
+    pgid: i32,
+) -> Result<()> {
+    let r = sqlx::query(
+        "UPDATE tasks SET pgid = ? WHERE id = ? AND attempt = ? AND status = 'running'",
+    )
+    .bind(i64::from(pgid))
+    .bind(id.to_string())
+    .bind(i64::from(attempt))
+    .execute(&mut *conn)
+    .await?;
     sqlx::query("UPDATE attempts SET pgid = ? WHERE task_id = ? AND number = ?")
         .bind(i64::from(pgid))
         .bind(id.to_string())
@@ -532,7 +590,11 @@ pub(super) async fn finish(conn: &mut SqliteConnection, f: Finish) -> Result<Tas
                 "retrying: attempt {} ended {}{}",
                 ended.attempt,
                 ended.status,
-                ended.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                ended
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
             );
             apply(
                 conn,
@@ -555,7 +617,12 @@ pub(super) async fn finish(conn: &mut SqliteConnection, f: Finish) -> Result<Tas
     }
 }
 
-pub(super) async fn cancel(conn: &mut SqliteConnection, id: TaskId, reason: Option<String>, now: Millis) -> Result<CancelOutcome> {
+pub(super) async fn cancel(
+    conn: &mut SqliteConnection,
+    id: TaskId,
+    reason: Option<String>,
+    now: Millis,
+) -> Result<CancelOutcome> {
     let cur = load_task(conn, id).await?;
     match cur.status {
         s if s.is_pending() => {
@@ -580,7 +647,13 @@ pub(super) async fn cancel(conn: &mut SqliteConnection, id: TaskId, reason: Opti
                     .bind(id.to_string())
                     .execute(&mut *conn)
                     .await?;
-                append_event(conn, Some(id), &EventBody::TaskCancelRequested { reason }, now).await?;
+                append_event(
+                    conn,
+                    Some(id),
+                    &EventBody::TaskCancelRequested { reason },
+                    now,
+                )
+                .await?;
             }
             Ok(CancelOutcome::Requested(load_task(conn, id).await?))
         }
@@ -634,7 +707,12 @@ async fn load_group(conn: &mut SqliteConnection, name: &str) -> Result<Group> {
     rows::group_from_row(&row)
 }
 
-pub(super) async fn add_group(conn: &mut SqliteConnection, name: &str, parallel: Option<u32>, now: Millis) -> Result<Group> {
+pub(super) async fn add_group(
+    conn: &mut SqliteConnection,
+    name: &str,
+    parallel: Option<u32>,
+    now: Millis,
+) -> Result<Group> {
     deputy_core::limits::check_group_name(name).map_err(StoreError::Invalid)?;
     let r = sqlx::query("INSERT OR IGNORE INTO groups (name, parallel, paused, running, created_at) VALUES (?, ?, 0, 0, ?)")
         .bind(name)
@@ -659,7 +737,12 @@ pub(super) async fn add_group(conn: &mut SqliteConnection, name: &str, parallel:
     load_group(conn, name).await
 }
 
-pub(super) async fn set_group_parallel(conn: &mut SqliteConnection, name: &str, parallel: Option<u32>, now: Millis) -> Result<Group> {
+pub(super) async fn set_group_parallel(
+    conn: &mut SqliteConnection,
+    name: &str,
+    parallel: Option<u32>,
+    now: Millis,
+) -> Result<Group> {
     load_group(conn, name).await?;
     sqlx::query("UPDATE groups SET parallel = ? WHERE name = ?")
         .bind(parallel.map(i64::from))
@@ -680,7 +763,12 @@ pub(super) async fn set_group_parallel(conn: &mut SqliteConnection, name: &str, 
     load_group(conn, name).await
 }
 
-pub(super) async fn set_paused(conn: &mut SqliteConnection, group: Option<&str>, paused: bool, now: Millis) -> Result<()> {
+pub(super) async fn set_paused(
+    conn: &mut SqliteConnection,
+    group: Option<&str>,
+    paused: bool,
+    now: Millis,
+) -> Result<()> {
     match group {
         Some(name) => {
             load_group(conn, name).await?;

@@ -35,7 +35,9 @@ fn after(key: &str, mode: DepMode) -> DepInput {
 }
 
 pub async fn run(cmd: CliCommand) -> anyhow::Result<u8> {
-    let CliCommand::Demo(args) = cmd else { unreachable!() };
+    let CliCommand::Demo(args) = cmd else {
+        unreachable!()
+    };
     let dir = tempfile::Builder::new().prefix("deputy-demo-").tempdir()?;
     let mut cfg = DaemonConfig::new(dir.path().join("data"));
     cfg.listen = "127.0.0.1:0".parse()?;
@@ -44,8 +46,14 @@ pub async fn run(cmd: CliCommand) -> anyhow::Result<u8> {
     cfg.shutdown_grace = Duration::from_secs(5);
     cfg.retention = None;
     cfg.resources = ResourceLimits::default();
-    let daemon = deputy_server::daemon::start(cfg).await.context("starting the demo daemon")?;
-    println!("deputy demo: daemon on {} with SQLite in {}", daemon.url(), dir.path().display());
+    let daemon = deputy_server::daemon::start(cfg)
+        .await
+        .context("starting the demo daemon")?;
+    println!(
+        "deputy demo: daemon on {} with SQLite in {}",
+        daemon.url(),
+        dir.path().display()
+    );
     println!("parallel limit 2; tasks and their events follow.\n");
     let client = Client::new(daemon.url());
 
@@ -53,7 +61,11 @@ pub async fn run(cmd: CliCommand) -> anyhow::Result<u8> {
     let mut tasks = vec![
         NewTask {
             priority: Some(Priority::P1),
-            ..shell("prepare", "prepare", "echo 'preparing inputs'; sleep 0.4; echo 'inputs ready'")
+            ..shell(
+                "prepare",
+                "prepare",
+                "echo 'preparing inputs'; sleep 0.4; echo 'inputs ready'",
+            )
         },
         shell(
             "build",
@@ -72,13 +84,25 @@ pub async fn run(cmd: CliCommand) -> anyhow::Result<u8> {
         },
         NewTask {
             timeout: Some(TimeoutInput::Millis(1000)),
-            ..shell("hung", "hung-service", "echo 'waiting for a service that never answers'; sleep 60")
+            ..shell(
+                "hung",
+                "hung-service",
+                "echo 'waiting for a service that never answers'; sleep 60",
+            )
         },
         shell("report", "report", "echo 'all required steps done'"),
-        shell("publish", "publish", "echo 'this never runs: its dependency timed out'"),
+        shell(
+            "publish",
+            "publish",
+            "echo 'this never runs: its dependency timed out'",
+        ),
         NewTask {
             priority: Some(Priority::P0),
-            ..shell("urgent", "urgent-check", "echo 'P0: runs before everything queued'")
+            ..shell(
+                "urgent",
+                "urgent-check",
+                "echo 'P0: runs before everything queued'",
+            )
         },
     ];
     tasks[1].depends_on = vec![after("prepare", DepMode::Success)];
@@ -110,14 +134,35 @@ pub async fn run(cmd: CliCommand) -> anyhow::Result<u8> {
         let Some(name) = names.get(&id) else { continue };
         let t = format!("{:>6.2}s", (ev.at - start).max(0) as f64 / 1000.0);
         match &ev.body {
-            EventBody::TaskStatus { from, to, attempt, reason, .. } => {
-                let extra = reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default();
-                let att = if *attempt > 1 { format!(" [attempt {attempt}]") } else { String::new() };
+            EventBody::TaskStatus {
+                from,
+                to,
+                attempt,
+                reason,
+                ..
+            } => {
+                let extra = reason
+                    .as_deref()
+                    .map(|r| format!("  ({r})"))
+                    .unwrap_or_default();
+                let att = if *attempt > 1 {
+                    format!(" [attempt {attempt}]")
+                } else {
+                    String::new()
+                };
                 println!("{t}  {name:<width$}  {from} -> {to}{att}{extra}");
             }
-            EventBody::TaskOutput { data: Some(d), stream, .. } => {
+            EventBody::TaskOutput {
+                data: Some(d),
+                stream,
+                ..
+            } => {
                 for line in d.lines() {
-                    let tag = if *stream == deputy_core::Stream::Stderr { "!" } else { "|" };
+                    let tag = if *stream == deputy_core::Stream::Stderr {
+                        "!"
+                    } else {
+                        "|"
+                    };
                     println!("{t}  {name:<width$}  {tag} {line}");
                 }
             }
@@ -152,7 +197,9 @@ pub async fn run(cmd: CliCommand) -> anyhow::Result<u8> {
         println!("\ndata kept in {}", kept.display());
     }
     if as_expected {
-        println!("\nevery task ended as expected: retries, the timeout and the dependency rules worked.");
+        println!(
+            "\nevery task ended as expected: retries, the timeout and the dependency rules worked."
+        );
         Ok(0)
     } else {
         println!("\nsome tasks did not end as expected (see above).");

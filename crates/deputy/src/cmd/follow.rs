@@ -50,12 +50,13 @@ pub async fn logs(cfg: &Config, a: LogsArgs) -> anyhow::Result<u8> {
     // lines printed; live output is printed as it comes.
     let mut history: Option<String> = a.tail.map(|_| String::new());
     let mut shown_attempt: Option<u32> = None;
-    let flush_history = |history: &mut Option<String>, out: &mut dyn Write| -> std::io::Result<()> {
-        if let (Some(h), Some(n)) = (history.take(), a.tail) {
-            out.write_all(tail_lines(&h, n).as_bytes())?;
-        }
-        Ok(())
-    };
+    let flush_history =
+        |history: &mut Option<String>, out: &mut dyn Write| -> std::io::Result<()> {
+            if let (Some(h), Some(n)) = (history.take(), a.tail) {
+                out.write_all(tail_lines(&h, n).as_bytes())?;
+            }
+            Ok(())
+        };
     while let Some(ev) = events.next().await {
         let ev = ev?;
         if ev.seq > snapshot {
@@ -63,9 +64,15 @@ pub async fn logs(cfg: &Config, a: LogsArgs) -> anyhow::Result<u8> {
         }
         match ev.body {
             EventBody::TaskOutput {
-                attempt, stream: s, data, len, ..
+                attempt,
+                stream: s,
+                data,
+                len,
+                ..
             } => {
-                if stream.is_some_and(|want| want != s) || a.attempt.is_some_and(|want| want != attempt) {
+                if stream.is_some_and(|want| want != s)
+                    || a.attempt.is_some_and(|want| want != attempt)
+                {
                     continue;
                 }
                 let mut text = String::new();
@@ -111,7 +118,10 @@ fn tail_lines(text: &str, n: usize) -> String {
         return String::new();
     }
     let trimmed = text.strip_suffix('\n').unwrap_or(text);
-    let start = trimmed.rmatch_indices('\n').nth(n - 1).map_or(0, |(i, _)| i + 1);
+    let start = trimmed
+        .rmatch_indices('\n')
+        .nth(n - 1)
+        .map_or(0, |(i, _)| i + 1);
     text[start..].to_string()
 }
 
@@ -119,7 +129,10 @@ pub async fn wait(cfg: &Config, a: WaitArgs) -> anyhow::Result<u8> {
     let client = connect::client(cfg)?;
     let ids: Vec<String> = if a.all {
         let page = client
-            .list(&[("status", "blocked,scheduled,queued,running".into()), ("limit", "1000".into())])
+            .list(&[
+                ("status", "blocked,scheduled,queued,running".into()),
+                ("limit", "1000".into()),
+            ])
             .await?;
         page.tasks.iter().map(|t| t.id.to_string()).collect()
     } else if a.ids.is_empty() {
@@ -131,13 +144,21 @@ pub async fn wait(cfg: &Config, a: WaitArgs) -> anyhow::Result<u8> {
         println!("nothing to wait for");
         return Ok(0);
     }
-    let limit = a.timeout.as_deref().map(parse_duration).transpose().map_err(anyhow::Error::msg)?;
+    let limit = a
+        .timeout
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let fut = wait_for(&client, &ids, std::io::stderr().is_terminal());
     let done = match limit {
         Some(d) => match tokio::time::timeout(d, fut).await {
             Ok(r) => r?,
             Err(_) => {
-                eprintln!("deputy: gave up waiting after {}", humantime::format_duration(d));
+                eprintln!(
+                    "deputy: gave up waiting after {}",
+                    humantime::format_duration(d)
+                );
                 return Ok(124);
             }
         },
@@ -153,25 +174,44 @@ pub async fn wait(cfg: &Config, a: WaitArgs) -> anyhow::Result<u8> {
             t.id.short(),
             t.status.to_string(),
             render::truncate(&t.spec.title(), 60),
-            t.reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default()
+            t.reason
+                .as_deref()
+                .map(|r| format!("  ({r})"))
+                .unwrap_or_default()
         );
     }
     Ok(if failed > 0 { 1 } else { 0 })
 }
 
 /// Waits until every task in `ids` has ended for good; returns them in that state.
-pub async fn wait_for(client: &Client, ids: &[String], progress: bool) -> anyhow::Result<Vec<Task>> {
+pub async fn wait_for(
+    client: &Client,
+    ids: &[String],
+    progress: bool,
+) -> anyhow::Result<Vec<Task>> {
     let snapshot = client.status().await?.last_event;
     let mut tasks = Vec::with_capacity(ids.len());
     for id in ids {
-        tasks.push(client.get(id).await.with_context(|| format!("task {id}"))?.task);
+        tasks.push(
+            client
+                .get(id)
+                .await
+                .with_context(|| format!("task {id}"))?
+                .task,
+        );
     }
-    let mut pending: HashSet<_> = tasks.iter().filter(|t| !t.status.is_terminal()).map(|t| t.id).collect();
+    let mut pending: HashSet<_> = tasks
+        .iter()
+        .filter(|t| !t.status.is_terminal())
+        .map(|t| t.id)
+        .collect();
     let bar = (progress && !pending.is_empty()).then(|| {
         let b = ProgressBar::new(tasks.len() as u64);
         b.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         b.set_position((tasks.len() - pending.len()) as u64);
         b.enable_steady_tick(Duration::from_millis(120));

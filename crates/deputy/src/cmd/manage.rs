@@ -62,13 +62,24 @@ pub async fn group(cfg: &Config, g: GroupCommand) -> anyhow::Result<u8> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&groups)?);
             } else {
-                let mut rows = vec![vec!["GROUP".to_string(), "PARALLEL".into(), "RUNNING".into(), "STATE".into()]];
+                let mut rows = vec![vec![
+                    "GROUP".to_string(),
+                    "PARALLEL".into(),
+                    "RUNNING".into(),
+                    "STATE".into(),
+                ]];
                 for g in groups {
                     rows.push(vec![
                         g.name,
-                        g.parallel.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                        g.parallel
+                            .map(|p| p.to_string())
+                            .unwrap_or_else(|| "-".into()),
                         g.running.to_string(),
-                        if g.paused { "paused".into() } else { "active".into() },
+                        if g.paused {
+                            "paused".into()
+                        } else {
+                            "active".into()
+                        },
                     ]);
                 }
                 print!("{}", render::table(&rows));
@@ -86,7 +97,9 @@ pub async fn group(cfg: &Config, g: GroupCommand) -> anyhow::Result<u8> {
             println!(
                 "group {} parallel {}",
                 g.name,
-                g.parallel.map(|p| p.to_string()).unwrap_or_else(|| "none".into())
+                g.parallel
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "none".into())
             );
         }
     }
@@ -107,11 +120,16 @@ pub fn config_show(cfg: &Config) -> anyhow::Result<u8> {
         let e = &cfg.entries[key];
         let value = match (*key, e.value.as_str()) {
             ("data_dir", "") => cfg.data_dir().display().to_string(),
-            ("parallel", "") => std::thread::available_parallelism().map_or(2, |n| n.get()).to_string(),
+            ("parallel", "") => std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .to_string(),
             (_, "") => "(unset)".into(),
             (_, v) => v.to_string(),
         };
-        rows.push(vec![format!("{key} = {value:?}"), format!("# {}; {help}", e.source)]);
+        rows.push(vec![
+            format!("{key} = {value:?}"),
+            format!("# {}; {help}", e.source),
+        ]);
     }
     print!("{}", render::table(&rows));
     Ok(0)

@@ -24,7 +24,10 @@ pub fn build_task(a: &SubmitArgs) -> anyhow::Result<NewTask> {
         env.insert(k.to_string(), v.to_string());
     }
     let mut depends_on = Vec::new();
-    for (ids, mode) in [(&a.after, DepMode::Success), (&a.after_finish, DepMode::Finish)] {
+    for (ids, mode) in [
+        (&a.after, DepMode::Success),
+        (&a.after_finish, DepMode::Finish),
+    ] {
         for id in ids {
             let r: IdRef = id.parse()?;
             depends_on.push(DepInput {
@@ -42,12 +45,22 @@ pub fn build_task(a: &SubmitArgs) -> anyhow::Result<NewTask> {
         command: Some(command),
         name: a.name.clone(),
         labels: a.labels.clone(),
-        priority: a.priority.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
+        priority: a
+            .priority
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
         group: a.group.clone(),
         depends_on,
         cwd: Some(cwd.to_string_lossy().into_owned()),
         env,
-        timeout: a.timeout.as_deref().map(TimeoutInput::parse).transpose().map_err(anyhow::Error::msg)?,
+        timeout: a
+            .timeout
+            .as_deref()
+            .map(TimeoutInput::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
         max_attempts: a.retries.map(|r| r.saturating_add(1)),
         backoff: a
             .backoff
@@ -75,7 +88,15 @@ pub async fn run(cfg: &Config, a: SubmitArgs) -> anyhow::Result<u8> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out.task)?);
     } else if a.wait {
-        eprintln!("{} {}", out.task.id, if out.created { "queued" } else { "(existing task for this idempotency key)" });
+        eprintln!(
+            "{} {}",
+            out.task.id,
+            if out.created {
+                "queued"
+            } else {
+                "(existing task for this idempotency key)"
+            }
+        );
     } else {
         println!("{}", out.task.id);
     }

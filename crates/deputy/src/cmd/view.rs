@@ -55,24 +55,40 @@ pub async fn show(cfg: &Config, a: ShowArgs) -> anyhow::Result<u8> {
         vec!["id".into(), t.id.to_string()],
         vec!["name".into(), s.name.clone().unwrap_or_else(|| "-".into())],
         vec!["status".into(), t.status.to_string()],
-        vec!["reason".into(), t.reason.clone().unwrap_or_else(|| "-".into())],
+        vec![
+            "reason".into(),
+            t.reason.clone().unwrap_or_else(|| "-".into()),
+        ],
         vec!["kind".into(), s.kind.name().into()],
         vec!["command".into(), s.kind.summary()],
         vec!["priority".into(), s.priority.to_string()],
         vec!["group".into(), s.group.clone()],
-        vec!["labels".into(), if s.labels.is_empty() { "-".into() } else { s.labels.join(", ") }],
+        vec![
+            "labels".into(),
+            if s.labels.is_empty() {
+                "-".into()
+            } else {
+                s.labels.join(", ")
+            },
+        ],
         vec!["cwd".into(), s.cwd.clone()],
         vec![
             "env".into(),
             if s.env.is_empty() {
                 "-".into()
             } else {
-                s.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+                s.env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             },
         ],
         vec![
             "timeout".into(),
-            s.timeout_ms.map(|m| short_duration(m as i64)).unwrap_or_else(|| "none".into()),
+            s.timeout_ms
+                .map(|m| short_duration(m as i64))
+                .unwrap_or_else(|| "none".into()),
         ],
         vec![
             "retries".into(),
@@ -84,8 +100,18 @@ pub async fn show(cfg: &Config, a: ShowArgs) -> anyhow::Result<u8> {
         ],
         vec!["output cap".into(), human_size(s.output_cap)],
         vec!["attempt".into(), t.attempt.to_string()],
-        vec!["exit code".into(), t.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into())],
-        vec!["signal".into(), t.signal.map(|c| c.to_string()).unwrap_or_else(|| "-".into())],
+        vec![
+            "exit code".into(),
+            t.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+        ],
+        vec![
+            "signal".into(),
+            t.signal
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+        ],
         vec!["created".into(), when(Some(t.created_at))],
         vec!["run at".into(), when(s.run_at)],
         vec!["started".into(), when(t.started_at)],
@@ -128,10 +154,19 @@ pub async fn show(cfg: &Config, a: ShowArgs) -> anyhow::Result<u8> {
                 a.number.to_string(),
                 a.status.to_string(),
                 when(Some(a.started_at)),
-                a.finished_at.map(|f| short_duration(f - a.started_at)).unwrap_or_else(|| "-".into()),
-                a.exit_code.map(|c| c.to_string()).or(a.signal.map(|s| format!("sig {s}"))).unwrap_or_else(|| "-".into()),
+                a.finished_at
+                    .map(|f| short_duration(f - a.started_at))
+                    .unwrap_or_else(|| "-".into()),
+                a.exit_code
+                    .map(|c| c.to_string())
+                    .or(a.signal.map(|s| format!("sig {s}")))
+                    .unwrap_or_else(|| "-".into()),
                 if a.omitted_bytes > 0 {
-                    format!("{} ({} omitted)", human_size(a.output_bytes), human_size(a.omitted_bytes))
+                    format!(
+                        "{} ({} omitted)",
+                        human_size(a.output_bytes),
+                        human_size(a.omitted_bytes)
+                    )
                 } else {
                     human_size(a.output_bytes)
                 },

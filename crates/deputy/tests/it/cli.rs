@@ -1,0 +1,170 @@
+//! The `deputy` binary against a daemon.
+
+use tokio::process::Command;
+
+use deputy_core::Status;
+
+use crate::harness::*;
+
+async fn deputy(url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_deputy"))
+        .args(["--url", url])
+        .args(args)
+        .env("DEPUTY_CONFIG", "/nonexistent-but-named/deputy.toml")
+        .output()
+        .await
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test]
+async fn submit_wait_ls_show_logs_cancel() {
+    let d = TestDaemon::start(2).await;
+    let url = d.url();
+    // A named config file that does not exist is an error, not silently ignored.
+    let out = deputy(&url, &["ls"]).await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cannot read the config file"));
+
+    let config_home = d.dir.path().to_path_buf();
+    let run = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_deputy"));
+        c.args(["--url", &url])
+            .args(args)
+            .env_remove("DEPUTY_CONFIG")
+            .env("XDG_CONFIG_HOME", &config_home);
+        async move { c.output().await.unwrap() }
+    };
+    let out = run(&[
+        "submit",
+        "--name",
+        "seven",
+        "--wait",
+        "--",
+        "echo hello; exit 7",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+
+    let out = run(&[
+        "submit",
+        "-e",
+        "WHO=world",
+        "--label",
+        "cli",
+        "--",
+        "sh",
+        "-c",
+        "echo hi $WHO",
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    assert_eq!(id.len(), 32);
+    let out = run(&["wait", &id]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&run(&["logs", &id[..8]]).await.stdout), "hi world\n");
+
+    let out = run(&["ls", "--label", "cli"]).await;
+    let listing = text(&out.stdout);
+    assert!(
+        listing.contains(&id[..12]) && listing.contains("succeeded"),
+        "{listing}"
+    );
+    assert!(!listing.contains("seven"), "label filter: {listing}");
+
+    let out = run(&["show", &id]).await;
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("WHO=world") && shown.contains("attempts:"),
+        "{shown}"
+    );
+
+    let out = run(&["submit", "--", "sleep 100"]).await;
+    let long = text(&out.stdout).trim().to_string();
+    wait_status(&d.client, long.parse().unwrap(), Status::Running).await;
+    let out = run(&["cancel", &long]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["wait", &long]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "wait exits non-zero when a task did not succeed"
+    );
+    assert!(text(&out.stdout).contains("cancelled"));
+
+    let out = run(&["logs", "-f", &id]).await;
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), "hi world\n");
+
+    let out = run(&["show", "ffffffff"]).await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no task"));
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_daemon_the_cli_says_how_to_start_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_deputy"))
+        .args(["ls", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("DEPUTY_URL")
+        .env("XDG_CONFIG_HOME", dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("deputy serve"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn config_show_names_each_values_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, "output_cap = \"2MiB\"\nparallel = 3\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_deputy"))
+        .args(["config", "show", "--config"])
+        .arg(&file)
+        .env("DEPUTY_PARALLEL", "5")
+        .output()
+        .await
+        .unwrap();
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.contains("output_cap = \"2MiB\"") && l.contains("file")),
+        "{shown}"
+    );
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.contains("parallel = \"5\"") && l.contains("env DEPUTY_PARALLEL")),
+        "{shown}"
+    );
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.contains("kill_grace = \"5s\"") && l.contains("default")),
+        "{shown}"
+    );
+
+    std::fs::write(&file, "paralel = 3\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_deputy"))
+        .args(["config", "show", "--config"])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("unknown key `paralel`"));
+}

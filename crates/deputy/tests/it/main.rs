@@ -1,0 +1,13 @@
+//! Integration tests: a real daemon (in-process on port 0, or a real child process where
+//! the test kills it), driven through its HTTP API and CLI. Waits are on events with a
+//! deadline, never on sleeps.
+
+mod cli;
+mod dag;
+mod harness;
+mod input;
+mod output;
+mod processes;
+mod races;
+mod recovery;
+mod scheduling;
