@@ -14,9 +14,10 @@ use deputy_store::Store;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-/// Events buffered per subscriber before it counts as lagging.
-pub const SUBSCRIBER_BUFFER: usize = 4096;
-const PAGE: u32 = 1000;
+/// Events buffered per subscriber before it counts as lagging. With output chunks of at
+/// most 16 KiB, the ring holds at most 16 MiB however slow a subscriber is.
+pub const SUBSCRIBER_BUFFER: usize = 1024;
+const PAGE: u32 = 256;
 
 #[derive(Clone)]
 pub struct EventBus {
@@ -59,14 +60,13 @@ impl EventBus {
                             break;
                         }
                     };
-                    let n = events.len();
+                    if events.is_empty() {
+                        break;
+                    }
                     for e in events {
                         published.store(e.seq, Ordering::Release);
                         // No receivers is fine: nobody is listening right now.
                         let _ = tx.send(Arc::new(e));
-                    }
-                    if n < PAGE as usize {
-                        break;
                     }
                 }
             }

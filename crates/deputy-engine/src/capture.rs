@@ -15,8 +15,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// Largest stored chunk.
-pub const MAX_CHUNK: usize = 64 * 1024;
+/// Largest stored chunk. Chunks travel whole in events (and in the bus's bounded
+/// ring), so this bounds the memory one event can hold.
+pub const MAX_CHUNK: usize = 16 * 1024;
+/// Pending output that triggers a flush (one transaction of up to four chunks).
+pub const FLUSH_BYTES: usize = 64 * 1024;
 const READ_BUF: usize = 16 * 1024;
 /// Reads in flight between a pipe reader and the flusher.
 const CHANNEL_DEPTH: usize = 8;

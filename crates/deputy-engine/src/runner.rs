@@ -136,6 +136,24 @@ pub fn reap_orphans(pgid: i32) {
     }
 }
 
+/// Whether any process (zombies included) is in group `pgid`. A group that `kill`
+/// cannot find is certainly gone: the cheap common case after a task exits cleanly.
+fn group_exists(pgid: i32) -> bool {
+    !matches!(
+        killpg(Pid::from_raw(pgid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// Live (non-zombie) members of the group; empty without a /proc scan when the group
+/// no longer exists at all.
+fn live_members(pgid: i32) -> Vec<i32> {
+    if pgid <= 1 || !group_exists(pgid) {
+        return Vec::new();
+    }
+    procfs::live_members(pgid)
+}
+
 /// Waits until no live process is left in `pgid`, or `within` passes. Returns whether
 /// the group is gone. Polls /proc on a short timer: group members that are not our
 /// children send no signal when they die.
@@ -144,7 +162,7 @@ pub async fn wait_group_gone(pgid: i32, within: Duration) -> bool {
         let mut delay = Duration::from_millis(2);
         loop {
             reap_orphans(pgid);
-            if procfs::live_members(pgid).is_empty() {
+            if live_members(pgid).is_empty() {
                 return;
             }
             tokio::time::sleep(delay).await;
@@ -157,7 +175,7 @@ pub async fn wait_group_gone(pgid: i32, within: Duration) -> bool {
 /// SIGTERM to the group, then SIGKILL to whatever is left after `grace`. Returns once
 /// the group is gone (or after a bounded wait past SIGKILL).
 pub async fn terminate_group(pgid: i32, grace: Duration) {
-    if procfs::live_members(pgid).is_empty() {
+    if live_members(pgid).is_empty() {
         reap_orphans(pgid);
         return;
     }
@@ -179,7 +197,7 @@ pub async fn terminate_group(pgid: i32, grace: Duration) {
 /// Kills a process group left by a previous life of the daemon, if its members still
 /// carry the task's marker (the pid may have been reused since).
 pub async fn kill_leftover(pgid: i32, task_id: &str, grace: Duration) -> bool {
-    let members = procfs::live_members(pgid);
+    let members = live_members(pgid);
     if members.is_empty() || !members.iter().any(|&p| procfs::has_task_marker(p, task_id)) {
         return false;
     }

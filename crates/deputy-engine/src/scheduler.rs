@@ -14,12 +14,16 @@ use crate::{Inner, RunningEntry};
 
 pub(crate) async fn run(inner: Arc<Inner>) {
     let mut resources = inner.resources.clone();
+    // When the earliest scheduled task becomes ready; promoting is skipped until then.
+    let mut next_due: Option<i64> = Some(0);
     loop {
         if inner.stop.is_cancelled() {
             break;
         }
         let now = now_ms();
-        if let Err(e) = inner.store.promote_due(now).await {
+        if next_due.is_some_and(|at| at <= now)
+            && let Err(e) = inner.store.promote_due(now).await
+        {
             tracing::error!(%e, "promoting scheduled tasks failed");
         }
         let mut held_back = false;
@@ -39,7 +43,10 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             }
             let lease = inner.cfg.lease.as_millis() as u64;
             match inner.store.claim(&inner.cfg.node, lease, now_ms()).await {
-                Ok(Some(task)) => start_task(&inner, task).await,
+                Ok(Some(task)) => {
+                    tracing::debug!(task = %task.id, "claimed");
+                    start_task(&inner, task).await
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::error!(%e, "claiming a task failed");
@@ -47,7 +54,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 }
             }
         }
-        let next_due = match inner.store.next_ready_at().await {
+        next_due = match inner.store.next_ready_at().await {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(%e, "reading the next scheduled time failed");
@@ -88,9 +95,9 @@ async fn start_task(inner: &Arc<Inner>, task: Task) {
             cancel_reason: None,
         },
     );
-    match inner.store.get(task.id).await {
-        Ok(now) if now.cancel_requested => stops.cancel.cancel(),
-        Ok(_) => {}
+    match inner.store.cancel_requested(task.id).await {
+        Ok(true) => stops.cancel.cancel(),
+        Ok(false) => {}
         Err(e) => tracing::warn!(task = %task.id, %e, "re-reading a claimed task failed"),
     }
     tracing::debug!(task = %task.id, attempt = task.attempt, "starting");

@@ -88,6 +88,7 @@ async fn run_attempt(
         stdout,
         stderr,
     } = spawned;
+    tracing::debug!(task = %task.id, pgid, "spawned");
     // Record the group before the child does anything, so recovery can always find it.
     if let Err(e) = inner.store.set_pgid(task.id, task.attempt, pgid).await {
         drop(gate);
@@ -106,7 +107,7 @@ async fn run_attempt(
         task.attempt,
         CaptureConfig {
             cap: task.spec.output_cap,
-            flush_bytes: capture::MAX_CHUNK,
+            flush_bytes: capture::FLUSH_BYTES,
             flush_interval: inner.cfg.output_flush_interval,
         },
         stdout,
@@ -115,6 +116,7 @@ async fn run_attempt(
     if let Err(e) = runner::open_gate(gate).await {
         tracing::debug!(task = %task.id, %e, "gate already closed");
     }
+    tracing::debug!(task = %task.id, "gate open");
 
     let timeout = task.spec.timeout_ms.map(Duration::from_millis);
     let timer = async {
@@ -141,8 +143,10 @@ async fn run_attempt(
         d = timer => Ending::TimedOut(d),
         () = stops.interrupt.cancelled() => Ending::Interrupted,
     };
+    tracing::debug!(task = %task.id, "attempt ended");
     // Whatever the ending, nothing of the task's process group outlives the attempt.
     runner::terminate_group(pgid, inner.cfg.kill_grace).await;
+    tracing::debug!(task = %task.id, "group gone");
     let exit = match &ending {
         Ending::Exited(s) => Some(*s),
         _ => child.wait().await.ok(),
@@ -161,6 +165,7 @@ async fn run_attempt(
             None
         }
     };
+    tracing::debug!(task = %task.id, "output stored");
     if let Some(t) = totals
         && t.omitted_bytes > 0
     {

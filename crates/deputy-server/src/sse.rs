@@ -23,9 +23,9 @@ use crate::AppState;
 use crate::api::resolve_id;
 use crate::error::ApiError;
 
-const REPLAY_PAGE: u32 = 500;
+const REPLAY_PAGE: u32 = 256;
 /// Frames buffered between the producer and a client's connection.
-const CLIENT_BUFFER: usize = 256;
+const CLIENT_BUFFER: usize = 32;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,7 +185,9 @@ async fn produce(
                 return;
             }
         };
-        let n = page.len();
+        if page.is_empty() {
+            break;
+        }
         for e in page {
             last = e.seq;
             if !scope.wants(&e) {
@@ -197,9 +199,6 @@ async fn produce(
             if scope.ends_with(&e) {
                 return;
             }
-        }
-        if n < REPLAY_PAGE as usize {
-            break;
         }
     }
     // Follow live.

@@ -47,6 +47,10 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A page of events stops early once its output data reaches this many bytes (it always
+/// holds at least one event), so reading the log never loads unbounded output at once.
+pub const EVENT_PAGE_BYTES: usize = 1 << 20;
+
 /// What a submit did for one task of the batch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Submitted {
@@ -153,6 +157,8 @@ pub trait Store: Send + Sync + 'static {
     async fn claim(&self, node: &NodeId, lease_ms: u64, now: Millis) -> Result<Option<Task>>;
     /// Records the process group of a running attempt, before the child is let go.
     async fn set_pgid(&self, id: TaskId, attempt: u32, pgid: i32) -> Result<()>;
+    /// Whether someone asked to cancel the task.
+    async fn cancel_requested(&self, id: TaskId) -> Result<bool>;
     /// Ends a running attempt (and schedules the next one when `retry_at` is set).
     async fn finish(&self, finish: Finish) -> Result<Task>;
     async fn cancel(
@@ -181,7 +187,9 @@ pub trait Store: Send + Sync + 'static {
         stream: Option<Stream>,
     ) -> Result<Vec<StoredChunk>>;
 
-    /// Events with `seq > after`, oldest first, at most `limit`, optionally of one task.
+    /// Events with `seq > after`, oldest first, at most `limit` (fewer when their output
+    /// passes [`EVENT_PAGE_BYTES`]), optionally of one task. A short page does not mean
+    /// the end of the log: read again after the last seq.
     async fn events_after(
         &self,
         after: i64,

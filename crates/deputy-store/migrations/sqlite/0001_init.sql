@@ -44,7 +44,7 @@ CREATE TABLE tasks (
 );
 CREATE INDEX tasks_ready ON tasks (status, priority, queue_seq);
 CREATE INDEX tasks_by_seq ON tasks (queue_seq);
-CREATE INDEX tasks_group ON tasks (group_name, status);
+CREATE INDEX tasks_group_ready ON tasks (group_name, status, priority, queue_seq);
 CREATE INDEX tasks_due ON tasks (ready_at) WHERE status = 'scheduled';
 CREATE INDEX tasks_node ON tasks (node, status);
 CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
@@ -74,7 +74,6 @@ CREATE TABLE attempts (
     exit_code     INTEGER,
     signal        INTEGER,
     reason        TEXT,
-    pgid          INTEGER,
     output_bytes  INTEGER NOT NULL DEFAULT 0,
     omitted_bytes INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (task_id, number)

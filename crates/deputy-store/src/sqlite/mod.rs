@@ -130,6 +130,15 @@ impl Store for SqliteStore {
     }
 
     async fn claim(&self, node: &NodeId, lease_ms: u64, now: Millis) -> Result<Option<Task>> {
+        // Peek on a reader first: when nothing is ready (the common case after the last
+        // task was claimed) the single writer stays free for the supervisors' writes.
+        let ready: i64 =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'queued')")
+                .fetch_one(&self.reader)
+                .await?;
+        if ready == 0 {
+            return Ok(None);
+        }
         let mut tx = self.begin().await?;
         let claimed = tasks::claim(&mut tx, node, lease_ms, now).await?;
         if claimed.is_some() {
@@ -141,10 +150,33 @@ impl Store for SqliteStore {
     }
 
     async fn set_pgid(&self, id: TaskId, attempt: u32, pgid: i32) -> Result<()> {
-        let mut tx = self.begin().await?;
-        tasks::set_pgid(&mut tx, id, attempt, pgid).await?;
-        tx.commit().await?;
+        // One statement: it commits on its own.
+        let r = sqlx::query(
+            "UPDATE tasks SET pgid = ? WHERE id = ? AND attempt = ? AND status = 'running'",
+        )
+        .bind(i64::from(pgid))
+        .bind(id.to_string())
+        .bind(i64::from(attempt))
+        .execute(&self.writer)
+        .await?;
+        if r.rows_affected() != 1 {
+            let actual = self.get(id).await?;
+            return Err(StoreError::Conflict {
+                id,
+                expected: format!("running (attempt {attempt})"),
+                actual: actual.status,
+            });
+        }
         Ok(())
+    }
+
+    async fn cancel_requested(&self, id: TaskId) -> Result<bool> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT cancel_requested FROM tasks WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        v.map(|v| v != 0)
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))
     }
 
     async fn finish(&self, finish: Finish) -> Result<Task> {

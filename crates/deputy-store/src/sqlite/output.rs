@@ -2,6 +2,7 @@
 
 use deputy_core::event::EventBody;
 use deputy_core::{Event, Stream, TaskId};
+use futures_util::TryStreamExt;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::rows::parse_id;
@@ -107,9 +108,13 @@ pub(super) async fn events_after(
     }
     qb.push(" ORDER BY e.seq LIMIT ")
         .push_bind(i64::from(limit.clamp(1, 10_000)));
-    let rows = qb.build().fetch_all(&mut *conn).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in &rows {
+    // Rows are streamed, and a page stops early once it holds EVENT_PAGE_BYTES of output,
+    // so a page's memory is bounded by bytes, not only by count.
+    let mut rows = qb.build().fetch(&mut *conn);
+    let mut out = Vec::new();
+    let mut bytes_in_page = 0usize;
+    while let Some(r) = rows.try_next().await? {
+        let r = &r;
         let type_name: String = r.try_get("type")?;
         let payload: String = r.try_get("payload")?;
         let payload: serde_json::Value = serde_json::from_str(&payload)
@@ -118,6 +123,7 @@ pub(super) async fn events_after(
             .map_err(|e| StoreError::Corrupt(format!("event {type_name}: {e}")))?;
         if let EventBody::TaskOutput { data, .. } = &mut body {
             let bytes: Option<Vec<u8>> = r.try_get("data")?;
+            bytes_in_page += bytes.as_ref().map_or(0, Vec::len);
             *data = bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
         }
         let task: Option<String> = r.try_get("task_id")?;
@@ -127,6 +133,9 @@ pub(super) async fn events_after(
             task: task.as_deref().map(parse_id).transpose()?,
             body,
         });
+        if bytes_in_page >= crate::EVENT_PAGE_BYTES {
+            break;
+        }
     }
     Ok(out)
 }

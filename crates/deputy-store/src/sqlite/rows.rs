@@ -53,6 +53,20 @@ fn task_from_row(row: &SqliteRow) -> Result<Task> {
     })
 }
 
+/// Loads one task's row without its dependencies: what status changes need.
+pub(super) async fn load_row(conn: &mut SqliteConnection, id: TaskId) -> Result<Task> {
+    let row = sqlx::query(
+        "SELECT id, status, attempt, spec, created_at, updated_at, started_at, finished_at, ready_at,
+                exit_code, signal, reason, node, lease_expires_at, pgid, cancel_requested, queue_seq
+         FROM tasks WHERE id = ?",
+    )
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+    task_from_row(&row)
+}
+
 /// Loads tasks by a `WHERE` built by the caller, with their dependencies.
 async fn load_many(
     conn: &mut SqliteConnection,

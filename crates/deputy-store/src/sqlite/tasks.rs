@@ -11,7 +11,7 @@ use deputy_core::time::Millis;
 use deputy_core::{DepMode, Dependency, NodeId, Status, Task, TaskId};
 use sqlx::SqliteConnection;
 
-use super::rows::{self, load_task};
+use super::rows::{self, load_row, load_task};
 use crate::{CancelOutcome, Finish, Group, Result, StoreError, Submitted};
 
 pub(super) async fn append_event(
@@ -113,7 +113,7 @@ async fn apply(
     .execute(&mut *conn)
     .await?;
     if updated.rows_affected() != 1 {
-        let actual = load_task(conn, cur.id).await?;
+        let actual = load_row(conn, cur.id).await?;
         return Err(StoreError::Conflict {
             id: cur.id,
             expected: format!("{} (attempt {})", cur.status, cur.attempt),
@@ -341,13 +341,15 @@ pub(super) async fn submit(
             names.join(" -> ")
         )));
     }
-    for t in &batch {
+    let groups: std::collections::HashSet<&str> =
+        batch.iter().map(|t| t.spec.group.as_str()).collect();
+    for group in groups {
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM groups WHERE name = ?")
-            .bind(&t.spec.group)
+            .bind(group)
             .fetch_optional(&mut *conn)
             .await?;
         if exists.is_none() {
-            return Err(StoreError::UnknownGroup(t.spec.group.clone()));
+            return Err(StoreError::UnknownGroup(group.to_string()));
         }
     }
 
@@ -486,7 +488,25 @@ async fn insert_task(
             .execute(&mut *conn)
             .await?;
     }
-    let task = load_task(conn, id).await?;
+    let task = Task {
+        id,
+        status,
+        attempt: 1,
+        spec: t.spec.clone(),
+        depends_on: deps,
+        created_at: now,
+        updated_at: now,
+        started_at: None,
+        finished_at,
+        exit_code: None,
+        signal: None,
+        reason,
+        ready_at,
+        node: None,
+        lease_expires_at: None,
+        pgid: None,
+        cancel_requested: false,
+    };
     if status.is_terminal() {
         ended_for_good(conn, &task, now).await?;
     }
@@ -499,10 +519,15 @@ pub(super) async fn claim(
     lease_ms: u64,
     now: Millis,
 ) -> Result<Option<Task>> {
+    // The best queued task of each group with room (one index seek per group), then the
+    // best of those: the cost grows with the number of groups, not of queued tasks.
     let candidate: Option<String> = sqlx::query_scalar(
-        "SELECT t.id FROM tasks t JOIN groups g ON g.name = t.group_name
-         WHERE t.status = 'queued' AND g.paused = 0
-           AND (g.parallel IS NULL OR g.running < g.parallel)
+        "SELECT t.id FROM groups g
+         JOIN tasks t ON t.id = (
+             SELECT id FROM tasks
+             WHERE group_name = g.name AND status = 'queued'
+             ORDER BY priority, queue_seq LIMIT 1)
+         WHERE g.paused = 0 AND (g.parallel IS NULL OR g.running < g.parallel)
            AND (SELECT value FROM settings WHERE key = 'queue_paused') = '0'
          ORDER BY t.priority, t.queue_seq
          LIMIT 1",
@@ -510,7 +535,7 @@ pub(super) async fn claim(
     .fetch_optional(&mut *conn)
     .await?;
     let Some(id) = candidate else { return Ok(None) };
-    let cur = load_task(conn, rows::parse_id(&id)?).await?;
+    let cur = load_row(conn, rows::parse_id(&id)?).await?;
     let lease = now.saturating_add(lease_ms as i64);
     let t = apply(
         conn,
@@ -526,39 +551,8 @@ pub(super) async fn claim(
     Ok(Some(t))
 }
 
-pub(super) async fn set_pgid(
-    conn: &mut SqliteConnection,
-    id: TaskId,
-    attempt: u32,
-    pgid: i32,
-) -> Result<()> {
-    let r = sqlx::query(
-        "UPDATE tasks SET pgid = ? WHERE id = ? AND attempt = ? AND status = 'running'",
-    )
-    .bind(i64::from(pgid))
-    .bind(id.to_string())
-    .bind(i64::from(attempt))
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("UPDATE attempts SET pgid = ? WHERE task_id = ? AND number = ?")
-        .bind(i64::from(pgid))
-        .bind(id.to_string())
-        .bind(i64::from(attempt))
-        .execute(&mut *conn)
-        .await?;
-    if r.rows_affected() != 1 {
-        let actual = load_task(conn, id).await?;
-        return Err(StoreError::Conflict {
-            id,
-            expected: format!("running (attempt {attempt})"),
-            actual: actual.status,
-        });
-    }
-    Ok(())
-}
-
 pub(super) async fn finish(conn: &mut SqliteConnection, f: Finish) -> Result<Task> {
-    let cur = load_task(conn, f.id).await?;
+    let cur = load_row(conn, f.id).await?;
     if cur.status != Status::Running || cur.attempt != f.attempt {
         return Err(StoreError::Conflict {
             id: f.id,
@@ -692,7 +686,7 @@ pub(super) async fn promote_due(conn: &mut SqliteConnection, now: Millis) -> Res
     .fetch_all(&mut *conn)
     .await?;
     for id in &due {
-        let cur = load_task(conn, rows::parse_id(id)?).await?;
+        let cur = load_row(conn, rows::parse_id(id)?).await?;
         apply(conn, &cur, Status::Queued, Move::default(), now).await?;
     }
     Ok(due.len() as u64)
