@@ -1,6 +1,6 @@
 //! deputy's benchmarks. Each prints its figures and a ratio against a baseline measured
-//! in the same run, on the same machine. Run with `cargo run --release -p deputy-bench`
-//! (optionally naming benchmarks: `drain`, `submit`, `latency`).
+//! in the same run, on the same machine. Run with `cargo bench -p deputy --bench throughput`
+//! (optionally naming benchmarks after `--`: `drain`, `submit`, `latency`).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -208,7 +208,8 @@ async fn latency() -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let wanted: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` passes `--bench`; every other argument names a benchmark.
+    let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
     if cfg!(debug_assertions) {
         println!("(debug build: run with --release for meaningful figures)");
