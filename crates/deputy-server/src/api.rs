@@ -216,6 +216,10 @@ pub(crate) struct LogParams {
     tail: Option<i64>,
     /// `text` (default) or `json`.
     format: Option<String>,
+    /// Start at this byte offset of the stream (needs `stream`).
+    from: Option<i64>,
+    /// Return at most this many bytes of output.
+    max_bytes: Option<i64>,
 }
 
 pub(crate) async fn logs(
@@ -252,7 +256,22 @@ pub(crate) async fn logs(
         None if task.started_at.is_none() && task.attempt > 1 => task.attempt - 1,
         None => task.attempt,
     };
-    let chunks = store.read_output(id, attempt, stream).await?;
+    let from = match (p.from, stream) {
+        (None, _) => 0,
+        (Some(n), _) if n < 0 => return Err(ApiError::bad_request(format!("from must be 0 or more, got {n}"))),
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "from is a byte offset within one stream: add stream=stdout or stream=stderr",
+            ));
+        }
+        (Some(n), Some(_)) => n as u64,
+    };
+    let max_bytes = match p.max_bytes {
+        None => u64::MAX,
+        Some(n) if n < 1 => return Err(ApiError::bad_request(format!("max_bytes must be 1 or more, got {n}"))),
+        Some(n) => n as u64,
+    };
+    let chunks = clip(store.read_output(id, attempt, stream, from).await?, from, max_bytes);
     let omitted = store
         .attempts(id)
         .await?
@@ -289,6 +308,30 @@ pub(crate) async fn logs(
             "format must be text or json, got `{f}`"
         ))),
     }
+}
+
+/// Trims chunks to the byte range [from, from + max_bytes) of their stream.
+fn clip(chunks: Vec<deputy_store::StoredChunk>, from: u64, max_bytes: u64) -> Vec<deputy_store::StoredChunk> {
+    let mut budget = max_bytes;
+    let mut out = Vec::with_capacity(chunks.len());
+    for mut c in chunks {
+        if budget == 0 {
+            break;
+        }
+        if c.offset < from {
+            let skip = ((from - c.offset) as usize).min(c.data.len());
+            c.data.drain(..skip);
+            c.offset = from;
+        }
+        if c.data.len() as u64 > budget {
+            c.data.truncate(budget as usize);
+        }
+        budget -= c.data.len() as u64;
+        if !c.data.is_empty() {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn tail_lines(text: &str, n: usize) -> String {

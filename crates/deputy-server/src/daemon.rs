@@ -40,6 +40,10 @@ pub struct DaemonConfig {
     pub max_body: usize,
     pub resources: ResourceLimits,
     pub lease: Duration,
+    /// Required to listen on anything but loopback; then every request must present it.
+    pub api_token: Option<String>,
+    /// A client that accepts no data for this long is disconnected.
+    pub write_timeout: Duration,
 }
 
 impl DaemonConfig {
@@ -59,6 +63,8 @@ impl DaemonConfig {
                 max_cpu_percent: Some(95.0),
             },
             lease: Duration::from_secs(30),
+            api_token: None,
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -167,9 +173,16 @@ fn write_info(dir: &Path, info: &DaemonInfo) -> anyhow::Result<()> {
 
 /// Starts the daemon in this process.
 pub async fn start(cfg: DaemonConfig) -> anyhow::Result<Daemon> {
-    if !cfg.listen.ip().is_loopback() {
+    let token = cfg
+        .api_token
+        .as_deref()
+        .map(crate::auth::Token::new)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    if !cfg.listen.ip().is_loopback() && token.is_none() {
         bail!(
-            "refusing to listen on {}: deputy serves only loopback addresses until API tokens are supported; use 127.0.0.1",
+            "refusing to listen on {} without an API token: anyone who can reach it could run commands as you. \
+             Set `api_token` in the config (or DEPUTY_API_TOKEN), or listen on 127.0.0.1",
             cfg.listen
         );
     }
@@ -217,7 +230,8 @@ pub async fn start(cfg: DaemonConfig) -> anyhow::Result<Daemon> {
         started_at,
         data_dir: cfg.data_dir.display().to_string(),
     };
-    let router = app(state, cfg.max_body);
+    let router = app(state, cfg.max_body, token);
+    let listener = crate::listener::TimeoutListener::new(listener, cfg.write_timeout);
     let stop = http_stop.clone();
     let http = tokio::spawn(async move {
         let served = axum::serve(listener, router)

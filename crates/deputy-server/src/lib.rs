@@ -5,12 +5,15 @@
 //! so tests can drive it directly; [`daemon::start`] runs the whole daemon in-process.
 
 mod api;
+pub mod auth;
 pub mod daemon;
 mod error;
+mod listener;
 mod sse;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, patch, post};
 use deputy_core::time::Millis;
 use deputy_engine::Engine;
@@ -27,8 +30,9 @@ pub struct AppState {
     pub data_dir: String,
 }
 
-/// The whole HTTP surface. `max_body` bounds every request body.
-pub fn app(state: AppState, max_body: usize) -> Router {
+/// The whole HTTP surface. `max_body` bounds every request body; with a `token`, every
+/// request but the health probes must present it.
+pub fn app(state: AppState, max_body: usize, token: Option<auth::Token>) -> Router {
     Router::new()
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
@@ -50,5 +54,6 @@ pub fn app(state: AppState, max_body: usize) -> Router {
             ApiError::not_found("no such endpoint; see the README's HTTP section")
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(token, auth::require_token))
         .with_state(state)
 }

@@ -179,12 +179,14 @@ pub trait Store: Send + Sync + 'static {
     async fn running(&self, node: Option<&NodeId>) -> Result<Vec<Task>>;
 
     async fn append_output(&self, batch: OutputBatch) -> Result<()>;
-    /// Stored chunks of one attempt in offset order, per stream when given.
+    /// Stored chunks of one attempt in capture order, per stream when given, skipping
+    /// chunks that end at or before byte `from` of their stream.
     async fn read_output(
         &self,
         id: TaskId,
         attempt: u32,
         stream: Option<Stream>,
+        from: u64,
     ) -> Result<Vec<StoredChunk>>;
 
     /// Events with `seq > after`, oldest first, at most `limit` (fewer when their output

@@ -222,6 +222,11 @@ impl Config {
         }
     }
 
+    pub fn api_token(&self) -> Option<String> {
+        let v = &self.raw("api_token").value;
+        (!v.is_empty()).then(|| v.clone())
+    }
+
     pub fn url(&self) -> Option<String> {
         let v = &self.raw("url").value;
         (!v.is_empty()).then(|| v.clone())
@@ -284,6 +289,11 @@ impl Config {
             })?,
         };
         d.lease = self.parse("lease", parse_duration)?;
+        d.write_timeout = self.parse("write_timeout", parse_duration)?;
+        d.api_token = self.api_token();
+        if let Some(t) = &d.api_token {
+            deputy_server::auth::Token::new(t).map_err(|m| anyhow::anyhow!("config `api_token`: {m}"))?;
+        }
         Ok(d)
     }
 }

@@ -11,11 +11,11 @@ use crate::config::Config;
 
 pub fn client(cfg: &Config) -> anyhow::Result<Client> {
     if let Some(url) = cfg.url() {
-        return Ok(Client::new(url));
+        return Ok(Client::new(url).with_token(cfg.api_token()));
     }
     let dir = cfg.data_dir();
     match deputy_server::daemon::read_info(&dir) {
-        Some(info) if pid_alive(info.pid) => Ok(Client::new(info.url)),
+        Some(info) if pid_alive(info.pid) => Ok(Client::new(info.url).with_token(cfg.api_token())),
         _ => bail!(no_daemon(&dir)),
     }
 }

@@ -257,9 +257,10 @@ impl Store for SqliteStore {
         id: TaskId,
         attempt: u32,
         stream: Option<Stream>,
+        from: u64,
     ) -> Result<Vec<StoredChunk>> {
         let mut conn = self.reader.acquire().await?;
-        output::read(&mut conn, id, attempt, stream).await
+        output::read(&mut conn, id, attempt, stream, from).await
     }
 
     async fn events_after(

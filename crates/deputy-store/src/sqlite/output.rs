@@ -65,6 +65,7 @@ pub(super) async fn read(
     id: TaskId,
     attempt: u32,
     stream: Option<Stream>,
+    from: u64,
 ) -> Result<Vec<StoredChunk>> {
     let mut qb = QueryBuilder::<Sqlite>::new(
         "SELECT stream, \"offset\", data FROM output_chunks WHERE task_id = ",
@@ -74,6 +75,9 @@ pub(super) async fn read(
         .push_bind(i64::from(attempt));
     if let Some(s) = stream {
         qb.push(" AND stream = ").push_bind(s.as_str());
+    }
+    if from > 0 {
+        qb.push(" AND \"offset\" + length(data) > ").push_bind(from as i64);
     }
     // event_seq is the order the bytes were captured in, across both streams.
     qb.push(" ORDER BY event_seq");

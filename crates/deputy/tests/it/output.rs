@@ -152,7 +152,7 @@ async fn bytes_that_are_not_utf8_are_stored_as_they_are_and_shown_lossily() {
     let _dir = d.stop().await;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).await.unwrap());
     let chunks = store
-        .read_output(t.id, 1, Some(Stream::Stdout))
+        .read_output(t.id, 1, Some(Stream::Stdout), 0)
         .await
         .unwrap();
     let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.data).collect();
