@@ -6,8 +6,16 @@ use crate::event::Stream;
 /// Renders chunks (in capture order) as bytes. A gap in a stream's offsets becomes a
 /// line `[deputy: N bytes omitted]`.
 pub fn render<'a>(chunks: impl IntoIterator<Item = (Stream, u64, &'a [u8])>) -> Vec<u8> {
+    render_from(chunks, 0)
+}
+
+/// Like [`render`] for output that starts at byte `start` of each stream (a range).
+pub fn render_from<'a>(
+    chunks: impl IntoIterator<Item = (Stream, u64, &'a [u8])>,
+    start: u64,
+) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut next = [0u64; 2];
+    let mut next = [start; 2];
     for (stream, offset, data) in chunks {
         let i = match stream {
             Stream::Stdout => 0,

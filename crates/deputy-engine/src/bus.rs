@@ -38,6 +38,7 @@ impl EventBus {
     pub async fn start(
         store: Arc<dyn Store>,
         stop: CancellationToken,
+        metrics: Arc<crate::Metrics>,
     ) -> deputy_store::Result<Self> {
         let (tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let published = Arc::new(AtomicI64::new(store.last_event_seq().await?));
@@ -63,6 +64,7 @@ impl EventBus {
                     if events.is_empty() {
                         break;
                     }
+                    metrics.events.inc_by(events.len() as u64);
                     for e in events {
                         published.store(e.seq, Ordering::Release);
                         // No receivers is fine: nobody is listening right now.

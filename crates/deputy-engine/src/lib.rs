@@ -11,6 +11,7 @@
 
 pub mod bus;
 pub mod capture;
+pub mod metrics;
 pub mod procfs;
 mod recovery;
 pub mod resources;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use bus::EventBus;
+pub use metrics::Metrics;
 pub use resources::{ResourceLimits, Snapshot};
 use supervisor::Stops;
 
@@ -97,6 +99,7 @@ pub(crate) struct Inner {
     halt: CancellationToken,
     supervisors: TaskTracker,
     resources: watch::Receiver<Snapshot>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Inner {
@@ -153,8 +156,9 @@ impl Engine {
     /// Recovers, then starts every background part. Call from within a tokio runtime.
     pub async fn start(store: Arc<dyn Store>, cfg: EngineConfig) -> Result<Self, EngineError> {
         let halt = CancellationToken::new();
+        let metrics = Metrics::new();
         store.register_node(&cfg.node, None, now_ms()).await?;
-        let bus = EventBus::start(store.clone(), halt.clone()).await?;
+        let bus = EventBus::start(store.clone(), halt.clone(), metrics.clone()).await?;
         recovery::recover(&store, &cfg).await?;
         let resources = if cfg.resources.is_off() {
             watch::channel(Snapshot::default()).1
@@ -171,6 +175,7 @@ impl Engine {
             halt,
             supervisors: TaskTracker::new(),
             resources,
+            metrics,
         });
         tokio::spawn(scheduler::run(inner.clone()));
         tokio::spawn(heartbeat(inner.clone()));
@@ -191,6 +196,42 @@ impl Engine {
 
     pub fn running_count(&self) -> usize {
         self.inner.running_count()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Metrics in Prometheus text, with the stored-state gauges read fresh.
+    pub async fn render_metrics(&self) -> Result<String, EngineError> {
+        let m = &self.inner.metrics;
+        let counts = self.inner.store.status_counts().await?;
+        for st in deputy_core::status::ALL_STATUSES {
+            let n = counts
+                .by_status
+                .iter()
+                .find(|(s, _)| *s == st)
+                .map_or(0, |(_, n)| *n);
+            m.tasks
+                .get_or_create(&metrics::StatusLabel {
+                    status: st.to_string(),
+                })
+                .set(n as i64);
+        }
+        for g in self.inner.store.groups().await? {
+            m.queue_depth
+                .get_or_create(&metrics::GroupLabel {
+                    group: g.name.clone(),
+                })
+                .set(0);
+        }
+        for (group, n) in self.inner.store.queue_depths().await? {
+            m.queue_depth
+                .get_or_create(&metrics::GroupLabel { group })
+                .set(n as i64);
+        }
+        m.running.set(self.running_count() as i64);
+        Ok(m.render())
     }
 
     /// Validates and stores a batch (all or nothing), then wakes the scheduler.

@@ -36,7 +36,15 @@ enum Ending {
 pub(crate) async fn supervise(inner: Arc<Inner>, task: Task, stops: Stops) {
     let id = task.id;
     let attempt = task.attempt;
+    let began = std::time::Instant::now();
     let (status, exit_code, signal, reason) = run_attempt(&inner, &task, &stops).await;
+    inner
+        .metrics
+        .task_duration
+        .get_or_create(&crate::metrics::StatusLabel {
+            status: status.to_string(),
+        })
+        .observe(began.elapsed().as_secs_f64());
     let retry_at = (status.is_retryable_outcome() && may_retry(&task.spec.retry, attempt))
         .then(|| now_ms() + backoff_ms(&task.spec.retry, attempt + 1, fastrand::f64()) as i64);
     let finish = Finish {

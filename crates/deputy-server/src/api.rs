@@ -258,7 +258,11 @@ pub(crate) async fn logs(
     };
     let from = match (p.from, stream) {
         (None, _) => 0,
-        (Some(n), _) if n < 0 => return Err(ApiError::bad_request(format!("from must be 0 or more, got {n}"))),
+        (Some(n), _) if n < 0 => {
+            return Err(ApiError::bad_request(format!(
+                "from must be 0 or more, got {n}"
+            )));
+        }
         (Some(_), None) => {
             return Err(ApiError::bad_request(
                 "from is a byte offset within one stream: add stream=stdout or stream=stderr",
@@ -268,10 +272,18 @@ pub(crate) async fn logs(
     };
     let max_bytes = match p.max_bytes {
         None => u64::MAX,
-        Some(n) if n < 1 => return Err(ApiError::bad_request(format!("max_bytes must be 1 or more, got {n}"))),
+        Some(n) if n < 1 => {
+            return Err(ApiError::bad_request(format!(
+                "max_bytes must be 1 or more, got {n}"
+            )));
+        }
         Some(n) => n as u64,
     };
-    let chunks = clip(store.read_output(id, attempt, stream, from).await?, from, max_bytes);
+    let chunks = clip(
+        store.read_output(id, attempt, stream, from).await?,
+        from,
+        max_bytes,
+    );
     let omitted = store
         .attempts(id)
         .await?
@@ -280,8 +292,9 @@ pub(crate) async fn logs(
         .map_or(0, |a| a.omitted_bytes);
     match p.format.as_deref() {
         None | Some("text") => {
-            let rendered = deputy_core::output::render(
+            let rendered = deputy_core::output::render_from(
                 chunks.iter().map(|c| (c.stream, c.offset, &c.data[..])),
+                from,
             );
             let text = String::from_utf8_lossy(&rendered).into_owned();
             let text = match p.tail {
@@ -311,7 +324,11 @@ pub(crate) async fn logs(
 }
 
 /// Trims chunks to the byte range [from, from + max_bytes) of their stream.
-fn clip(chunks: Vec<deputy_store::StoredChunk>, from: u64, max_bytes: u64) -> Vec<deputy_store::StoredChunk> {
+fn clip(
+    chunks: Vec<deputy_store::StoredChunk>,
+    from: u64,
+    max_bytes: u64,
+) -> Vec<deputy_store::StoredChunk> {
     let mut budget = max_bytes;
     let mut out = Vec::with_capacity(chunks.len());
     for mut c in chunks {

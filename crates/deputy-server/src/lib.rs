@@ -9,6 +9,7 @@ pub mod auth;
 pub mod daemon;
 mod error;
 mod listener;
+mod metrics_http;
 mod sse;
 
 use axum::Router;
@@ -50,10 +51,15 @@ pub fn app(state: AppState, max_body: usize, token: Option<auth::Token>) -> Rout
         .route("/v1/groups", get(api::groups).post(api::add_group))
         .route("/v1/groups/{name}", patch(api::update_group))
         .route("/v1/clean", post(api::clean))
+        .route("/metrics", get(metrics_http::metrics))
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see the README's HTTP section")
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics_http::track,
+        ))
         .layer(middleware::from_fn_with_state(token, auth::require_token))
         .with_state(state)
 }

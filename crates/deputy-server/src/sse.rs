@@ -146,11 +146,14 @@ fn stream_events(
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     let live = state.engine.bus().subscribe();
     tokio::spawn(async move {
+        let gauge = state.engine.metrics().sse_subscribers.clone();
+        gauge.inc();
         tokio::select! {
             () = produce(&state, &scope, after, live, &tx) => {}
             () = tx.closed() => {}
             () = state.stopping.cancelled() => {}
         }
+        gauge.dec();
     });
     ReceiverStream::new(rx)
 }

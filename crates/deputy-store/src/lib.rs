@@ -218,6 +218,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes tasks that finished before `before`, with their output, attempts and events.
     async fn clean(&self, before: Millis) -> Result<u64>;
     async fn status_counts(&self) -> Result<StatusCounts>;
+    /// Queued tasks per group (groups with none are left out).
+    async fn queue_depths(&self) -> Result<Vec<(String, u64)>>;
     async fn register_node(&self, node: &NodeId, address: Option<&str>, now: Millis) -> Result<()>;
     async fn close(&self);
 }

@@ -86,6 +86,16 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "",
         "daemon URL for the CLI (default: found through the data dir)",
     ),
+    (
+        "api_token",
+        "",
+        "bearer token; required to listen beyond loopback (at least 16 characters)",
+    ),
+    (
+        "write_timeout",
+        "30s",
+        "disconnect a client that accepts no data for this long",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -292,7 +302,8 @@ impl Config {
         d.write_timeout = self.parse("write_timeout", parse_duration)?;
         d.api_token = self.api_token();
         if let Some(t) = &d.api_token {
-            deputy_server::auth::Token::new(t).map_err(|m| anyhow::anyhow!("config `api_token`: {m}"))?;
+            deputy_server::auth::Token::new(t)
+                .map_err(|m| anyhow::anyhow!("config `api_token`: {m}"))?;
         }
         Ok(d)
     }

@@ -343,6 +343,15 @@ impl Store for SqliteStore {
         Ok(StatusCounts { by_status })
     }
 
+    async fn queue_depths(&self) -> Result<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT group_name, COUNT(*) FROM tasks WHERE status = 'queued' GROUP BY group_name",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.into_iter().map(|(g, n)| (g, n as u64)).collect())
+    }
+
     async fn register_node(&self, node: &NodeId, address: Option<&str>, now: Millis) -> Result<()> {
         sqlx::query(
             "INSERT INTO nodes (id, started_at, heartbeat_at, address) VALUES (?, ?, ?, ?)

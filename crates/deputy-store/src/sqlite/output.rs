@@ -77,7 +77,8 @@ pub(super) async fn read(
         qb.push(" AND stream = ").push_bind(s.as_str());
     }
     if from > 0 {
-        qb.push(" AND \"offset\" + length(data) > ").push_bind(from as i64);
+        qb.push(" AND \"offset\" + length(data) > ")
+            .push_bind(from as i64);
     }
     // event_seq is the order the bytes were captured in, across both streams.
     qb.push(" ORDER BY event_seq");

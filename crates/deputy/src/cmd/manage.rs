@@ -123,6 +123,7 @@ pub fn config_show(cfg: &Config) -> anyhow::Result<u8> {
             ("parallel", "") => std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
                 .to_string(),
+            ("api_token", v) if !v.is_empty() => "<set, hidden>".into(),
             (_, "") => "(unset)".into(),
             (_, v) => v.to_string(),
         };

@@ -5,9 +5,11 @@
 mod cli;
 mod dag;
 mod harness;
+mod http;
 mod input;
 mod output;
 mod processes;
 mod races;
 mod recovery;
 mod scheduling;
+mod streams;

@@ -1,0 +1,275 @@
+//! Event streams: resume without gaps or duplicates, fan-out, slow subscribers.
+
+use std::time::Duration;
+
+use deputy_core::submit::{NewTask, SizeInput};
+use deputy_core::{Event, EventBody, Status, TaskId};
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::*;
+
+/// Prints `line 1` .. `line 5000`, pausing every 50 lines (longer than the 50 ms flush
+/// interval) so the output arrives as about a hundred separate events.
+const NUMBERED: &str = "i=0; while [ $i -lt 5000 ]; do i=$((i+1)); echo \"line $i\"; \
+                        if [ $((i % 50)) -eq 0 ]; then sleep 0.06; fi; done";
+
+fn expected_numbered() -> String {
+    (1..=5000).map(|i| format!("line {i}\n")).collect()
+}
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// Opens a task's stream after `last` and reads up to `max` events (all when None).
+/// Returns the events and whether the stream ended by itself.
+async fn read_some(url: &str, task: TaskId, last: i64, max: Option<usize>) -> (Vec<Event>, bool) {
+    let resp = http()
+        .get(format!("{url}/v1/tasks/{task}/events"))
+        .header("Last-Event-ID", last.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-accel-buffering"], "no");
+    let mut frames = resp.bytes_stream().eventsource();
+    let mut out = Vec::new();
+    loop {
+        if max.is_some_and(|m| out.len() >= m) {
+            return (out, false); // Dropping `frames` disconnects.
+        }
+        match tokio::time::timeout(DEADLINE, frames.next())
+            .await
+            .expect("stream stalled")
+        {
+            Some(Ok(f)) => {
+                let e: Event = serde_json::from_str(&f.data).unwrap();
+                assert_eq!(f.id, e.seq.to_string());
+                assert_eq!(f.event, e.body.type_name());
+                out.push(e);
+            }
+            Some(Err(e)) => panic!("bad frame: {e}"),
+            None => return (out, true),
+        }
+    }
+}
+
+fn output_of(events: &[Event]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::TaskOutput { data, .. } => {
+                Some(data.clone().expect("data kept under the cap"))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn resuming_at_fifty_random_points_loses_and_repeats_nothing() {
+    let d = TestDaemon::start(1).await;
+    let url = d.url();
+    let t = d.submit(sh(NUMBERED)).await;
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut got: Vec<Event> = Vec::new();
+    let mut disconnects = 0;
+    loop {
+        let last = got.last().map_or(0, |e| e.seq);
+        let max = (disconnects < 50).then(|| rng.usize(1..=2));
+        let (events, ended) = read_some(&url, t.id, last, max).await;
+        got.extend(events);
+        if ended {
+            break;
+        }
+        disconnects += 1;
+    }
+    assert_eq!(disconnects, 50, "the stream had room for 50 disconnects");
+    for w in got.windows(2) {
+        assert!(w[0].seq < w[1].seq, "in order, no duplicates");
+    }
+    assert!(matches!(
+        got.last().unwrap().body,
+        EventBody::TaskFinished {
+            status: Status::Succeeded,
+            ..
+        }
+    ));
+    assert_eq!(output_of(&got), expected_numbered());
+    // The same as one uninterrupted replay.
+    let (all, ended) = read_some(&url, t.id, 0, None).await;
+    assert!(ended);
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        got.iter().map(|e| e.seq).collect::<Vec<_>>()
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn two_hundred_subscribers_get_the_same_complete_sequence() {
+    let d = TestDaemon::start(1).await;
+    let url = d.url();
+    d.client.pause(None).await.unwrap();
+    let t = d.submit(sh("for i in $(seq 1 300); do echo \"n $i\"; [ $((i % 30)) -eq 0 ] && sleep 0.01; done; true")).await;
+    let mut handles = Vec::new();
+    for _ in 0..200 {
+        let url = url.clone();
+        handles.push(tokio::spawn(
+            async move { read_some(&url, t.id, 0, None).await },
+        ));
+    }
+    // Every subscriber is connected before the task starts.
+    let subscribed = async {
+        loop {
+            let m = http()
+                .get(format!("{url}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if m.lines().any(|l| l == "deputy_sse_subscribers 200") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(DEADLINE, subscribed)
+        .await
+        .expect("200 subscribers connected");
+    d.client.resume(None).await.unwrap();
+    let mut first: Option<Vec<i64>> = None;
+    for h in handles {
+        let (events, ended) = h.await.unwrap();
+        assert!(ended);
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        assert!(matches!(
+            events.last().unwrap().body,
+            EventBody::TaskFinished { .. }
+        ));
+        let want: String = (1..=300).map(|i| format!("n {i}\n")).collect();
+        assert_eq!(output_of(&events), want);
+        match &first {
+            None => first = Some(seqs),
+            Some(f) => assert_eq!(&seqs, f, "every subscriber saw the same sequence"),
+        }
+    }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_never_reads_neither_delays_the_task_nor_stays_connected() {
+    let d = TestDaemon::start_with(1, |c| c.write_timeout = Duration::from_secs(1)).await;
+    let url = d.url();
+    let t = d
+        .submit(NewTask {
+            output_cap: Some(SizeInput(64 << 20)),
+            ..sh("seq 1 3000000")
+        })
+        .await;
+    // A raw connection that asks for the stream and then never reads a byte.
+    let addr = url.trim_start_matches("http://").to_string();
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let req = format!(
+        "GET /v1/tasks/{}/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n",
+        t.id
+    );
+    stalled.write_all(req.as_bytes()).await.unwrap();
+
+    // The task finishes on its own time: 20 MB of output were produced and stored.
+    let done = wait_done(&d.client, t.id).await;
+    assert_eq!(done.status, Status::Succeeded);
+    let attempts = d.client.get(&t.id.to_string()).await.unwrap().attempts;
+    assert!(attempts[0].output_bytes > 20_000_000);
+
+    // The server gives up on the stalled stream after its write timeout.
+    let closed = async {
+        loop {
+            let m = http()
+                .get(format!("{url}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if m.lines().any(|l| l == "deputy_sse_subscribers 0") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(DEADLINE, closed)
+        .await
+        .expect("the stalled stream was dropped");
+    // And the connection is closed: reading now drains what was sent, then ends.
+    let drained = async {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match stalled.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, drained)
+        .await
+        .expect("the server closed the connection");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn the_all_events_stream_resumes_from_last_event_id_and_filters_by_group() {
+    let d = TestDaemon::start(1).await;
+    d.client.add_group("g1", None).await.unwrap();
+    let a = d.submit(sh("true")).await;
+    wait_done(&d.client, a.id).await;
+    let mid = d.client.status().await.unwrap().last_event;
+    let b = d
+        .submit(NewTask {
+            group: Some("g1".into()),
+            ..sh("true")
+        })
+        .await;
+    wait_done(&d.client, b.id).await;
+    let all = collect_events(&d.client).await;
+    let resumed: Vec<i64> = {
+        let mut s = Box::pin(d.client.events(None, mid));
+        let last = all.last().unwrap().seq;
+        let mut v = Vec::new();
+        while let Some(e) = s.next().await {
+            let e = e.unwrap();
+            v.push(e.seq);
+            if e.seq >= last {
+                break;
+            }
+        }
+        v
+    };
+    let expected: Vec<i64> = all.iter().filter(|e| e.seq > mid).map(|e| e.seq).collect();
+    assert_eq!(resumed, expected);
+    // ?last_event_id= works like the header, for browsers.
+    let text = http()
+        .get(format!(
+            "{}/v1/events?group=g1&last_event_id={mid}",
+            d.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let mut frames = text.bytes_stream().eventsource();
+    let first = tokio::time::timeout(DEADLINE, frames.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let e: Event = serde_json::from_str(&first.data).unwrap();
+    assert_eq!(e.task, Some(b.id));
+    assert!(matches!(e.body, EventBody::TaskCreated { ref group, .. } if group == "g1"));
+    d.stop().await;
+}
