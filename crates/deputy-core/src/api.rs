@@ -11,6 +11,7 @@ use crate::time::Millis;
 
 /// A page of tasks, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskPage {
     pub tasks: Vec<Task>,
     /// Pass as `cursor` to get the next (older) page.
@@ -18,6 +19,7 @@ pub struct TaskPage {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Group {
     pub name: String,
     /// None: no group limit.
@@ -28,6 +30,7 @@ pub struct Group {
 
 /// `POST /v1/tasks` accepts one task, or `{"tasks": [...]}` stored in one transaction.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum SubmitRequest {
     Batch(BatchRequest),
@@ -58,11 +61,13 @@ impl<'de> Deserialize<'de> for SubmitRequest {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchRequest {
     pub tasks: Vec<NewTask>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubmitResult {
     pub task: Task,
     /// False when the idempotency key matched an existing task.
@@ -70,11 +75,13 @@ pub struct SubmitResult {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchResult {
     pub tasks: Vec<SubmitResult>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskDetail {
     #[serde(flatten)]
     pub task: Task,
@@ -84,6 +91,7 @@ pub struct TaskDetail {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CancelResult {
     /// It had not started and is now cancelled.
     Cancelled,
@@ -92,6 +100,7 @@ pub enum CancelResult {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CancelResponse {
     pub result: CancelResult,
     pub task: Task,
@@ -99,6 +108,7 @@ pub struct CancelResponse {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CancelRequest {
     #[serde(default)]
     pub reason: Option<String>,
@@ -106,6 +116,7 @@ pub struct CancelRequest {
 
 /// One stored chunk of output, as `GET /v1/tasks/{id}/logs?format=json` returns it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogChunk {
     pub stream: Stream,
     pub offset: u64,
@@ -114,6 +125,7 @@ pub struct LogChunk {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogsResponse {
     pub task: TaskId,
     pub attempt: u32,
@@ -123,6 +135,7 @@ pub struct LogsResponse {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PauseRequest {
     #[serde(default)]
     pub group: Option<String>,
@@ -130,6 +143,7 @@ pub struct PauseRequest {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewGroup {
     pub name: String,
     #[serde(default)]
@@ -138,6 +152,7 @@ pub struct NewGroup {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GroupUpdate {
     /// A number, or null for no group limit.
     pub parallel: Option<u32>,
@@ -145,18 +160,21 @@ pub struct GroupUpdate {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CleanRequest {
     /// Delete tasks that finished more than this many days ago (0: all finished ones).
     pub older_than_days: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CleanResponse {
     pub deleted: u64,
 }
 
 /// `GET /v1/status`: who this daemon is and what it is doing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DaemonStatus {
     pub version: String,
     pub node: String,

@@ -10,6 +10,7 @@ use crate::time::Millis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Stream {
     Stdout,
     Stderr,
@@ -33,6 +34,7 @@ impl Stream {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// Global sequence number; the SSE `id:`.
     pub seq: i64,
@@ -45,6 +47,7 @@ pub struct Event {
 /// Every kind of event. The `type` tag is the SSE `event:` name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EventBody {
     /// A task was stored.
     #[serde(rename = "task.created")]

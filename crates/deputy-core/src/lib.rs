@@ -9,6 +9,8 @@ pub mod dag;
 pub mod event;
 pub mod id;
 pub mod limits;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod output;
 pub mod retry;
 pub mod size;

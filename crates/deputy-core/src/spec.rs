@@ -12,6 +12,7 @@ use crate::id::TaskId;
 use crate::time::Millis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Priority {
     /// Critical: runs before everything else.
     P0,
@@ -72,6 +73,7 @@ impl FromStr for Priority {
 /// When a dependency edge is satisfied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DepMode {
     /// Run only after the dependency succeeded; if it fails, this task is cancelled.
     #[default]
@@ -104,6 +106,7 @@ impl FromStr for DepMode {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Dependency {
     pub task: TaskId,
     pub mode: DepMode,
@@ -141,6 +144,7 @@ impl Command {
 /// What kind of work a task is. Later kinds (agents) are new variants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TaskKind {
     Shell { command: Command },
 }
@@ -161,6 +165,7 @@ impl TaskKind {
 
 /// Automatic retries: how many attempts in all, and how long to wait between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetryPolicy {
     /// Attempts in all, including the first. 1 means no automatic retry.
     pub max_attempts: u32,
@@ -181,6 +186,7 @@ impl Default for RetryPolicy {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskSpec {
     pub name: Option<String>,
     pub labels: Vec<String>,

@@ -14,6 +14,7 @@ use crate::time::{Millis, parse_when};
 /// A task as submitted through the API or CLI. Unknown fields are rejected.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewTask {
     // Serialization skips unset fields, so what the client sends reads like what a
     // person would write.

@@ -8,6 +8,7 @@ use crate::status::Status;
 use crate::time::Millis;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Task {
     pub id: TaskId,
     pub status: Status,
@@ -41,6 +42,7 @@ impl Task {
 
 /// One attempt of a task: its history survives retries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Attempt {
     pub number: u32,
     pub status: Status,

@@ -23,19 +23,23 @@ pub(crate) async fn resolve_id(state: &AppState, raw: &str) -> Result<TaskId, Ap
     Ok(state.engine.resolve(&r).await?)
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The daemon is up", body = String, content_type = "text/plain")))]
 pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The database answers", body = String, content_type = "text/plain")))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     state.engine.store().last_event_seq().await?;
     Ok("ready\n")
 }
 
+#[utoipa::path(get, path = "/v1/version", tag = "health", responses((status = 200, description = "Name and version", body = Object)))]
 pub(crate) async fn version() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "name": "deputy", "version": env!("CARGO_PKG_VERSION") }))
 }
 
+#[utoipa::path(get, path = "/v1/status", tag = "health", responses((status = 200, body = DaemonStatus), (status = 401, body = crate::error::ErrorBody)))]
 pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<DaemonStatus>, ApiError> {
     let store = state.engine.store();
     Ok(Json(DaemonStatus {
@@ -51,6 +55,13 @@ pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<DaemonS
     }))
 }
 
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = SubmitRequest,
+    responses(
+        (status = 201, description = "Created: one task (`SubmitResult`), or a batch (`BatchResult`)", body = SubmitResult),
+        (status = 200, description = "An idempotency key matched: the existing task", body = SubmitResult),
+        (status = 400, description = "Malformed JSON", body = crate::error::ErrorBody),
+        (status = 413, description = "Body over `max_body`", body = crate::error::ErrorBody),
+        (status = 422, description = "Invalid task, unknown group or dependency, cycle", body = crate::error::ErrorBody)))]
 pub(crate) async fn submit(
     State(state): State<AppState>,
     body: Result<Json<SubmitRequest>, JsonRejection>,
@@ -104,7 +115,8 @@ pub(crate) async fn submit(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
     /// Comma-separated statuses.
@@ -118,6 +130,7 @@ pub(crate) struct ListParams {
     cursor: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(ListParams), responses((status = 200, body = TaskPage), (status = 400, body = crate::error::ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
@@ -154,6 +167,7 @@ pub(crate) async fn list(
     Ok(Json(state.engine.store().list(&q).await?))
 }
 
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path, description = "Id or unique prefix (8+ hex)")), responses((status = 200, body = TaskDetail), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub(crate) async fn get_task(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -167,6 +181,7 @@ pub(crate) async fn get_task(
     }))
 }
 
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks", params(("id" = String, Path)), request_body(content = Option<CancelRequest>), responses((status = 200, body = CancelResponse), (status = 404, body = crate::error::ErrorBody), (status = 409, description = "Already ended", body = crate::error::ErrorBody)))]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -199,6 +214,7 @@ pub(crate) async fn cancel(
     }
 }
 
+#[utoipa::path(post, path = "/v1/tasks/{id}/retry", tag = "tasks", params(("id" = String, Path)), responses((status = 200, description = "Queued as a new attempt", body = deputy_core::Task), (status = 404, body = crate::error::ErrorBody), (status = 409, description = "Not finished", body = crate::error::ErrorBody)))]
 pub(crate) async fn retry(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -207,7 +223,8 @@ pub(crate) async fn retry(
     Ok(Json(state.engine.retry(id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LogParams {
     stream: Option<String>,
@@ -222,6 +239,7 @@ pub(crate) struct LogParams {
     max_bytes: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/v1/tasks/{id}/logs", tag = "tasks", params(("id" = String, Path), LogParams), responses((status = 200, description = "Text (default) or JSON chunks (`format=json`)", body = LogsResponse), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub(crate) async fn logs(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -363,6 +381,7 @@ fn tail_lines(text: &str, n: usize) -> String {
     text[start..].to_string()
 }
 
+#[utoipa::path(post, path = "/v1/queue/pause", tag = "queue", request_body(content = Option<PauseRequest>), responses((status = 204, description = "Paused"), (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn pause(
     State(state): State<AppState>,
     body: Option<Json<PauseRequest>>,
@@ -372,6 +391,7 @@ pub(crate) async fn pause(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/v1/queue/resume", tag = "queue", request_body(content = Option<PauseRequest>), responses((status = 204, description = "Resumed"), (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn resume(
     State(state): State<AppState>,
     body: Option<Json<PauseRequest>>,
@@ -381,6 +401,7 @@ pub(crate) async fn resume(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/v1/groups", tag = "queue", responses((status = 200, body = Vec<Group>)))]
 pub(crate) async fn groups(State(state): State<AppState>) -> Result<Json<Vec<Group>>, ApiError> {
     Ok(Json(state.engine.store().groups().await?))
 }
@@ -404,6 +425,7 @@ fn check_parallel(p: Option<u32>) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/groups", tag = "queue", request_body = NewGroup, responses((status = 201, body = Group), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn add_group(
     State(state): State<AppState>,
     body: Result<Json<NewGroup>, JsonRejection>,
@@ -418,6 +440,7 @@ pub(crate) async fn add_group(
     ))
 }
 
+#[utoipa::path(patch, path = "/v1/groups/{name}", tag = "queue", params(("name" = String, Path)), request_body = GroupUpdate, responses((status = 200, body = Group), (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn update_group(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -430,6 +453,7 @@ pub(crate) async fn update_group(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/clean", tag = "queue", request_body = CleanRequest, responses((status = 200, body = CleanResponse), (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn clean(
     State(state): State<AppState>,
     body: Result<Json<CleanRequest>, JsonRejection>,

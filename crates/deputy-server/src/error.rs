@@ -10,6 +10,22 @@ use deputy_engine::EngineError;
 use deputy_store::StoreError;
 use serde_json::json;
 
+/// The JSON body of every error response.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `bad_request`, `bad_id`, `bad_json`, `ambiguous_id`,
+    /// `unauthorized`, `not_found`, `conflict`, `too_large`, `unsupported_media_type`,
+    /// `invalid`, `unknown_group`, `shutting_down`, `internal`.
+    pub code: String,
+    /// For people: what happened and what to do next.
+    pub message: String,
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,

@@ -10,6 +10,7 @@ pub mod daemon;
 mod error;
 mod listener;
 mod metrics_http;
+pub mod openapi;
 mod sse;
 
 use axum::Router;
@@ -29,6 +30,13 @@ pub struct AppState {
     pub stopping: tokio_util::sync::CancellationToken,
     pub started_at: Millis,
     pub data_dir: String,
+}
+
+async fn openapi_json() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        openapi::document(),
+    )
 }
 
 /// The whole HTTP surface. `max_body` bounds every request body; with a `token`, every
@@ -52,6 +60,7 @@ pub fn app(state: AppState, max_body: usize, token: Option<auth::Token>) -> Rout
         .route("/v1/groups/{name}", patch(api::update_group))
         .route("/v1/clean", post(api::clean))
         .route("/metrics", get(metrics_http::metrics))
+        .route("/v1/openapi.json", get(openapi_json))
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see the README's HTTP section")
         })

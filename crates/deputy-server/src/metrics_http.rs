@@ -11,6 +11,7 @@ use deputy_engine::metrics::{RequestLabels, RouteLabels};
 use crate::AppState;
 use crate::error::ApiError;
 
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus / OpenMetrics text", body = String, content_type = "application/openmetrics-text")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let body = state.engine.render_metrics().await?;
     Ok((

@@ -27,7 +27,8 @@ const REPLAY_PAGE: u32 = 256;
 /// Frames buffered between the producer and a client's connection.
 const CLIENT_BUFFER: usize = 32;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StreamParams {
     /// For browsers' first connection, which cannot set `Last-Event-ID`.
@@ -86,6 +87,8 @@ fn start_after(headers: &HeaderMap, query: Option<i64>) -> Result<i64, ApiError>
     }
 }
 
+#[utoipa::path(get, path = "/v1/tasks/{id}/events", tag = "events", params(("id" = String, Path), StreamParams, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id")),
+    responses((status = 200, description = "Server-sent events: `id:` is the event seq, `event:` its type, `data:` an `Event` as JSON", body = deputy_core::Event, content_type = "text/event-stream"), (status = 400, body = crate::error::ErrorBody)))]
 pub(crate) async fn task_events(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -103,6 +106,8 @@ pub(crate) async fn task_events(
     Ok(sse_response(stream_events(state, Scope::Task(id), after)))
 }
 
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(StreamParams, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id")),
+    responses((status = 200, description = "Server-sent events: `id:` is the event seq, `event:` its type, `data:` an `Event` as JSON", body = deputy_core::Event, content_type = "text/event-stream"), (status = 400, body = crate::error::ErrorBody)))]
 pub(crate) async fn all_events(
     State(state): State<AppState>,
     headers: HeaderMap,

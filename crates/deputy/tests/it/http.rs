@@ -97,6 +97,8 @@ async fn every_endpoint_answers() {
     assert_eq!(v["name"], "deputy");
     let s: Value = get("/v1/status").await.json().await.unwrap();
     assert_eq!(s["parallel"], 2);
+    let served = get("/v1/openapi.json").await.text().await.unwrap();
+    assert_eq!(served, deputy_server::openapi::document());
 
     // Groups: create, conflict on a second create, update, list, bad limit.
     let r = h

@@ -1,0 +1,100 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations and the API
+//! types. Served at `/v1/openapi.json`; a copy is checked in at `docs/openapi.json` and a
+//! test fails when it is stale.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::{api, metrics_http, sse};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "deputy",
+        description = "Queue, run and observe shell tasks (and, later, agents). Errors are `{\"error\": {\"code\", \"message\"}}`. With an API token configured, send `Authorization: Bearer <token>`."
+    ),
+    paths(
+        api::healthz, api::readyz, api::version, api::status,
+        api::submit, api::list, api::get_task, api::cancel, api::retry, api::logs,
+        sse::task_events, sse::all_events,
+        api::pause, api::resume, api::groups, api::add_group, api::update_group, api::clean,
+        metrics_http::metrics,
+    ),
+    components(schemas(deputy_core::api::BatchResult, deputy_core::EventBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document as pretty JSON, exactly as served and checked in.
+pub fn document() -> String {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let mut s = doc
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes");
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    /// Fails when `docs/openapi.json` differs from what the code generates. Regenerate
+    /// with `DEPUTY_UPDATE_OPENAPI=1 cargo test -p deputy-server openapi`.
+    #[test]
+    fn checked_in_openapi_is_current() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+        let generated = super::document();
+        if std::env::var_os("DEPUTY_UPDATE_OPENAPI").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            checked_in == generated,
+            "docs/openapi.json is stale: regenerate it with \
+             `DEPUTY_UPDATE_OPENAPI=1 cargo test -p deputy-server openapi` and commit it"
+        );
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_and_names_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(&super::document()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        for path in [
+            "/v1/tasks",
+            "/v1/tasks/{id}",
+            "/v1/tasks/{id}/cancel",
+            "/v1/tasks/{id}/retry",
+            "/v1/tasks/{id}/logs",
+            "/v1/tasks/{id}/events",
+            "/v1/events",
+            "/v1/queue/pause",
+            "/v1/queue/resume",
+            "/v1/groups",
+            "/v1/groups/{name}",
+            "/v1/clean",
+            "/v1/status",
+            "/v1/version",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path} is missing");
+        }
+        assert!(doc["components"]["schemas"]["NewTask"].is_object());
+    }
+}
