@@ -44,6 +44,8 @@ pub struct DaemonConfig {
     pub api_token: Option<String>,
     /// A client that accepts no data for this long is disconnected.
     pub write_timeout: Duration,
+    /// How long output may wait in memory before it is stored and announced.
+    pub output_flush_interval: Duration,
 }
 
 impl DaemonConfig {
@@ -65,6 +67,7 @@ impl DaemonConfig {
             lease: Duration::from_secs(30),
             api_token: None,
             write_timeout: Duration::from_secs(30),
+            output_flush_interval: Duration::from_millis(50),
         }
     }
 }
@@ -108,15 +111,13 @@ impl Daemon {
 
     /// Graceful stop; returns when tasks are settled and the store is closed.
     pub async fn stop(self) {
+        // Stop serving first (open event streams end on `stopping`), so no request can
+        // reach the store after it closes; then the engine, which closes the store last.
         self.http_stop.cancel();
-        self.engine.shutdown(self.shutdown_grace).await;
-        // The HTTP server stops once open streams end; they end with the engine's bus.
-        if tokio::time::timeout(Duration::from_secs(5), self.http)
-            .await
-            .is_err()
-        {
-            tracing::warn!("HTTP connections still open after shutdown; dropping them");
+        if tokio::time::timeout(Duration::from_secs(5), self.http).await.is_err() {
+            tracing::warn!("HTTP connections still open 5 s into shutdown; dropping them");
         }
+        self.engine.shutdown(self.shutdown_grace).await;
         let _ = fs::remove_file(self.data_dir.join(INFO_FILE));
         tracing::info!("daemon stopped");
     }
@@ -213,6 +214,7 @@ pub async fn start(cfg: DaemonConfig) -> anyhow::Result<Daemon> {
     ecfg.kill_grace = cfg.kill_grace;
     ecfg.resources = cfg.resources;
     ecfg.lease = cfg.lease;
+    ecfg.output_flush_interval = cfg.output_flush_interval;
     let engine = Engine::start(store.clone(), ecfg).await?;
 
     let listener = TcpListener::bind(cfg.listen).await.with_context(|| {

@@ -1,6 +1,6 @@
 //! deputy's benchmarks. Each prints its figures and a ratio against a baseline measured
 //! in the same run, on the same machine. Run with `cargo bench -p deputy --bench throughput`
-//! (optionally naming benchmarks after `--`: `drain`, `submit`, `latency`).
+//! (optionally naming benchmarks after `--`: `drain`, `submit`, `latency`, `fanout`).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use deputy_client::Client;
 use deputy_core::submit::NewTask;
-use deputy_core::{Command, EventBody};
+use deputy_core::{Command, EventBody, TaskId};
 use deputy_engine::ResourceLimits;
 use deputy_server::{Daemon, DaemonConfig};
 use futures_util::StreamExt;
@@ -206,6 +206,185 @@ async fn latency() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Counts SSE frames in a byte stream (lines starting `id:`), across chunk boundaries.
+#[derive(Default)]
+struct FrameCounter {
+    at_line_start: bool,
+    partial: Vec<u8>,
+    frames: usize,
+}
+
+impl FrameCounter {
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                self.partial.clear();
+                self.at_line_start = true;
+                continue;
+            }
+            if self.at_line_start || !self.partial.is_empty() {
+                self.partial.push(b);
+                if self.partial.len() == 3 {
+                    if self.partial == b"id:" {
+                        self.frames += 1;
+                    }
+                    self.partial.clear();
+                }
+            }
+            self.at_line_start = b == b'\n';
+        }
+    }
+}
+
+/// A daemon as a child process, so its own peak memory can be read.
+struct ChildDaemon {
+    child: std::process::Child,
+    url: String,
+}
+
+impl ChildDaemon {
+    async fn start(dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let data = dir.join("data");
+        let cfg = dir.join("config.toml");
+        std::fs::write(&cfg, "")?;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_deputy"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .env("DEPUTY_CONFIG", &cfg)
+            .env("DEPUTY_MIN_FREE_MEMORY", "off")
+            .env("DEPUTY_MAX_CPU_PERCENT", "off")
+            .env("DEPUTY_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(info) = deputy_server::daemon::read_info(&data) {
+                return Ok(Self { child, url: info.url });
+            }
+            if Instant::now() > deadline {
+                bail!("the daemon did not start");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn peak_rss_mib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb / 1024)
+    }
+}
+
+impl Drop for ChildDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Opens `n` streams of one task's events and counts each one's frames to its end.
+fn subscribe(url: &str, task: TaskId, n: usize) -> Vec<tokio::task::JoinHandle<anyhow::Result<usize>>> {
+    let http = reqwest::Client::new();
+    (0..n)
+        .map(|_| {
+            let req = http.get(format!("{url}/v1/tasks/{task}/events"));
+            tokio::spawn(async move {
+                let resp = req.send().await?;
+                let mut body = resp.bytes_stream();
+                let mut counter = FrameCounter {
+                    at_line_start: true,
+                    ..FrameCounter::default()
+                };
+                while let Some(chunk) = body.next().await {
+                    counter.feed(&chunk?);
+                }
+                anyhow::Ok(counter.frames)
+            })
+        })
+        .collect()
+}
+
+/// Waits for every stream; all must have seen the same number of events.
+async fn joined(handles: Vec<tokio::task::JoinHandle<anyhow::Result<usize>>>) -> anyhow::Result<usize> {
+    let mut frames = None;
+    for h in handles {
+        let n = h.await??;
+        if frames.is_some_and(|f| f != n) {
+            bail!("subscribers received different numbers of events ({n} vs {frames:?})");
+        }
+        frames = Some(n);
+    }
+    Ok(frames.unwrap_or(0))
+}
+
+async fn wait_subscribers(url: &str, n: usize) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let want = format!("deputy_sse_subscribers {n}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = http.get(format!("{url}/metrics")).send().await?.text().await?;
+        if m.lines().any(|l| l == want) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("subscribers did not connect");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn fanout() -> anyhow::Result<()> {
+    const SUBSCRIBERS: usize = 1000;
+    const LINES: usize = 10_000;
+    println!("== fanout: {SUBSCRIBERS} SSE subscribers on one task emitting about {LINES} events");
+    // Output is flushed on every read, and the task writes one line per millisecond, so
+    // nearly every line becomes its own event.
+    let env = [("DEPUTY_OUTPUT_FLUSH_INTERVAL", "0ms"), ("DEPUTY_PARALLEL", "1")];
+    let dir = tempfile::tempdir()?;
+    let d = ChildDaemon::start(dir.path(), &env).await?;
+    let client = Client::new(d.url.clone());
+    client.pause(None).await?;
+    let line = format!(
+        "perl -e 'use Time::HiRes qw(usleep); $| = 1; for my $i (1..{LINES}) {{ print \"event $i\\n\"; usleep(1000) }}'"
+    );
+    let t = client.submit(&task(&line)).await?.task;
+
+    // Live: every subscriber follows the task while it runs.
+    let live = subscribe(&d.url, t.id, SUBSCRIBERS);
+    wait_subscribers(&d.url, SUBSCRIBERS).await?;
+    let start = Instant::now();
+    client.resume(None).await?;
+    let live_events = joined(live).await?;
+    let live_total = start.elapsed();
+    let detail = client.get(&t.id.to_string()).await?.task;
+    let ran = Duration::from_millis((detail.finished_at.unwrap_or(0) - detail.started_at.unwrap_or(0)).max(0) as u64);
+
+    // Replay: the same stream from the log, to a new set of subscribers at once.
+    let start = Instant::now();
+    let replay_events = joined(subscribe(&d.url, t.id, SUBSCRIBERS)).await?;
+    let replay = start.elapsed();
+    let one_start = Instant::now();
+    joined(subscribe(&d.url, t.id, 1)).await?;
+    let one = one_start.elapsed();
+    let rss = d.peak_rss_mib();
+
+    println!("  live  : {live_events} events to each of {SUBSCRIBERS} subscribers; all delivered {live_total:.2?} after start (the task itself ran {ran:.2?})");
+    println!(
+        "  replay: {replay_events} events to each of {SUBSCRIBERS} subscribers in {replay:.2?} ({:.0} deliveries/s); one subscriber alone: {one:.2?}",
+        (replay_events * SUBSCRIBERS) as f64 / replay.as_secs_f64()
+    );
+    println!("  ratio replay {SUBSCRIBERS} / 1 subscriber: {:.1}x", replay.as_secs_f64() / one.as_secs_f64());
+    println!("  daemon peak RSS: {rss} MiB (aim: delivery <= 10 s, RSS <= 200 MB)");
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; every other argument names a benchmark.
@@ -225,6 +404,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if run("latency") {
         latency().await?;
+    }
+    if run("fanout") {
+        fanout().await?;
     }
     Ok(())
 }

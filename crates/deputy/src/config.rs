@@ -96,6 +96,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "30s",
         "disconnect a client that accepts no data for this long",
     ),
+    (
+        "output_flush_interval",
+        "50ms",
+        "how long output may wait before it is stored and streamed; 0ms stores every read",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -300,6 +305,13 @@ impl Config {
         };
         d.lease = self.parse("lease", parse_duration)?;
         d.write_timeout = self.parse("write_timeout", parse_duration)?;
+        d.output_flush_interval = self.parse("output_flush_interval", |s| {
+            let d = humantime::parse_duration(s).map_err(|e| format!("not a duration like 50ms ({e})"))?;
+            if d > Duration::from_secs(10) {
+                return Err("must be at most 10s".into());
+            }
+            Ok(d)
+        })?;
         d.api_token = self.api_token();
         if let Some(t) = &d.api_token {
             deputy_server::auth::Token::new(t)
