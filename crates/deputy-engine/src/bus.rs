@@ -19,9 +19,16 @@ use tokio_util::sync::CancellationToken;
 pub const SUBSCRIBER_BUFFER: usize = 1024;
 const PAGE: u32 = 256;
 
+/// An event as broadcast: with its JSON rendered once, however many subscribers send it.
+#[derive(Debug)]
+pub struct Published {
+    pub event: Event,
+    pub json: String,
+}
+
 #[derive(Clone)]
 pub struct EventBus {
-    tx: broadcast::Sender<Arc<Event>>,
+    tx: broadcast::Sender<Arc<Published>>,
     published: Arc<AtomicI64>,
 }
 
@@ -68,7 +75,8 @@ impl EventBus {
                     for e in events {
                         published.store(e.seq, Ordering::Release);
                         // No receivers is fine: nobody is listening right now.
-                        let _ = tx.send(Arc::new(e));
+                        let json = serde_json::to_string(&e).unwrap_or_else(|_| "{}".into());
+                        let _ = tx.send(Arc::new(Published { event: e, json }));
                     }
                 }
             }
@@ -76,7 +84,7 @@ impl EventBus {
         Ok(bus)
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
         self.tx.subscribe()
     }
 

@@ -114,7 +114,10 @@ impl Daemon {
         // Stop serving first (open event streams end on `stopping`), so no request can
         // reach the store after it closes; then the engine, which closes the store last.
         self.http_stop.cancel();
-        if tokio::time::timeout(Duration::from_secs(5), self.http).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), self.http)
+            .await
+            .is_err()
+        {
             tracing::warn!("HTTP connections still open 5 s into shutdown; dropping them");
         }
         self.engine.shutdown(self.shutdown_grace).await;

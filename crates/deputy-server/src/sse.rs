@@ -137,10 +137,14 @@ fn sse_response(
 
 fn frame(e: &Event) -> SseEvent {
     let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
+    frame_with(e, &data)
+}
+
+fn frame_with(e: &Event, json: &str) -> SseEvent {
     SseEvent::default()
         .id(e.seq.to_string())
         .event(e.body.type_name())
-        .data(data)
+        .data(json)
 }
 
 fn stream_events(
@@ -172,7 +176,7 @@ async fn produce(
     state: &AppState,
     scope: &Scope,
     mut last: i64,
-    mut live: broadcast::Receiver<Arc<Event>>,
+    mut live: broadcast::Receiver<Arc<deputy_engine::bus::Published>>,
     tx: &mpsc::Sender<Result<SseEvent, Infallible>>,
 ) {
     let task = match scope {
@@ -212,18 +216,19 @@ async fn produce(
     // Follow live.
     loop {
         match live.recv().await {
-            Ok(e) => {
+            Ok(p) => {
+                let e = &p.event;
                 if e.seq <= last {
                     continue;
                 }
                 last = e.seq;
-                if !scope.wants(&e) {
+                if !scope.wants(e) {
                     continue;
                 }
-                if !send(tx, frame(&e)).await {
+                if !send(tx, frame_with(e, &p.json)).await {
                     return;
                 }
-                if scope.ends_with(&e) {
+                if scope.ends_with(e) {
                     return;
                 }
             }

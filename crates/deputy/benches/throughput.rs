@@ -261,7 +261,10 @@ impl ChildDaemon {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(info) = deputy_server::daemon::read_info(&data) {
-                return Ok(Self { child, url: info.url });
+                return Ok(Self {
+                    child,
+                    url: info.url,
+                });
             }
             if Instant::now() > deadline {
                 bail!("the daemon did not start");
@@ -290,7 +293,11 @@ impl Drop for ChildDaemon {
 }
 
 /// Opens `n` streams of one task's events and counts each one's frames to its end.
-fn subscribe(url: &str, task: TaskId, n: usize) -> Vec<tokio::task::JoinHandle<anyhow::Result<usize>>> {
+fn subscribe(
+    url: &str,
+    task: TaskId,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<anyhow::Result<usize>>> {
     let http = reqwest::Client::new();
     (0..n)
         .map(|_| {
@@ -312,7 +319,9 @@ fn subscribe(url: &str, task: TaskId, n: usize) -> Vec<tokio::task::JoinHandle<a
 }
 
 /// Waits for every stream; all must have seen the same number of events.
-async fn joined(handles: Vec<tokio::task::JoinHandle<anyhow::Result<usize>>>) -> anyhow::Result<usize> {
+async fn joined(
+    handles: Vec<tokio::task::JoinHandle<anyhow::Result<usize>>>,
+) -> anyhow::Result<usize> {
     let mut frames = None;
     for h in handles {
         let n = h.await??;
@@ -329,7 +338,12 @@ async fn wait_subscribers(url: &str, n: usize) -> anyhow::Result<()> {
     let want = format!("deputy_sse_subscribers {n}");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let m = http.get(format!("{url}/metrics")).send().await?.text().await?;
+        let m = http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
         if m.lines().any(|l| l == want) {
             return Ok(());
         }
@@ -346,7 +360,10 @@ async fn fanout() -> anyhow::Result<()> {
     println!("== fanout: {SUBSCRIBERS} SSE subscribers on one task emitting about {LINES} events");
     // Output is flushed on every read, and the task writes one line per millisecond, so
     // nearly every line becomes its own event.
-    let env = [("DEPUTY_OUTPUT_FLUSH_INTERVAL", "0ms"), ("DEPUTY_PARALLEL", "1")];
+    let env = [
+        ("DEPUTY_OUTPUT_FLUSH_INTERVAL", "0ms"),
+        ("DEPUTY_PARALLEL", "1"),
+    ];
     let dir = tempfile::tempdir()?;
     let d = ChildDaemon::start(dir.path(), &env).await?;
     let client = Client::new(d.url.clone());
@@ -364,7 +381,9 @@ async fn fanout() -> anyhow::Result<()> {
     let live_events = joined(live).await?;
     let live_total = start.elapsed();
     let detail = client.get(&t.id.to_string()).await?.task;
-    let ran = Duration::from_millis((detail.finished_at.unwrap_or(0) - detail.started_at.unwrap_or(0)).max(0) as u64);
+    let ran = Duration::from_millis(
+        (detail.finished_at.unwrap_or(0) - detail.started_at.unwrap_or(0)).max(0) as u64,
+    );
 
     // Replay: the same stream from the log, to a new set of subscribers at once.
     let start = Instant::now();
@@ -375,12 +394,17 @@ async fn fanout() -> anyhow::Result<()> {
     let one = one_start.elapsed();
     let rss = d.peak_rss_mib();
 
-    println!("  live  : {live_events} events to each of {SUBSCRIBERS} subscribers; all delivered {live_total:.2?} after start (the task itself ran {ran:.2?})");
+    println!(
+        "  live  : {live_events} events to each of {SUBSCRIBERS} subscribers; all delivered {live_total:.2?} after start (the task itself ran {ran:.2?})"
+    );
     println!(
         "  replay: {replay_events} events to each of {SUBSCRIBERS} subscribers in {replay:.2?} ({:.0} deliveries/s); one subscriber alone: {one:.2?}",
         (replay_events * SUBSCRIBERS) as f64 / replay.as_secs_f64()
     );
-    println!("  ratio replay {SUBSCRIBERS} / 1 subscriber: {:.1}x", replay.as_secs_f64() / one.as_secs_f64());
+    println!(
+        "  ratio replay {SUBSCRIBERS} / 1 subscriber: {:.1}x",
+        replay.as_secs_f64() / one.as_secs_f64()
+    );
     println!("  daemon peak RSS: {rss} MiB (aim: delivery <= 10 s, RSS <= 200 MB)");
     Ok(())
 }

@@ -306,7 +306,8 @@ impl Config {
         d.lease = self.parse("lease", parse_duration)?;
         d.write_timeout = self.parse("write_timeout", parse_duration)?;
         d.output_flush_interval = self.parse("output_flush_interval", |s| {
-            let d = humantime::parse_duration(s).map_err(|e| format!("not a duration like 50ms ({e})"))?;
+            let d = humantime::parse_duration(s)
+                .map_err(|e| format!("not a duration like 50ms ({e})"))?;
             if d > Duration::from_secs(10) {
                 return Err("must be at most 10s".into());
             }
