@@ -33,6 +33,19 @@ pub fn render_from<'a>(
     out
 }
 
+/// The last `n` lines of `text` (a trailing newline does not start another line).
+pub fn tail_lines(text: &str, n: usize) -> String {
+    if n == 0 {
+        return String::new();
+    }
+    let trimmed = text.strip_suffix('\n').unwrap_or(text);
+    let start = trimmed
+        .rmatch_indices('\n')
+        .nth(n - 1)
+        .map_or(0, |(i, _)| i + 1);
+    text[start..].to_string()
+}
+
 pub fn omitted_marker(n: u64) -> String {
     format!("[deputy: {n} bytes omitted]\n")
 }
@@ -40,6 +53,14 @@ pub fn omitted_marker(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tails() {
+        assert_eq!(tail_lines("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(tail_lines("a\nb\nc", 2), "b\nc");
+        assert_eq!(tail_lines("a\n", 5), "a\n");
+        assert_eq!(tail_lines("a\n", 0), "");
+    }
 
     #[test]
     fn marks_gaps() {

@@ -316,7 +316,7 @@ pub(crate) async fn logs(
             );
             let text = String::from_utf8_lossy(&rendered).into_owned();
             let text = match p.tail {
-                Some(n) => tail_lines(&text, n as usize),
+                Some(n) => deputy_core::output::tail_lines(&text, n as usize),
                 None => text,
             };
             Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
@@ -367,18 +367,6 @@ fn clip(
         }
     }
     out
-}
-
-fn tail_lines(text: &str, n: usize) -> String {
-    if n == 0 {
-        return String::new();
-    }
-    let trimmed = text.strip_suffix('\n').unwrap_or(text);
-    let start = trimmed
-        .rmatch_indices('\n')
-        .nth(n - 1)
-        .map_or(0, |(i, _)| i + 1);
-    text[start..].to_string()
 }
 
 #[utoipa::path(post, path = "/v1/queue/pause", tag = "queue", request_body(content = Option<PauseRequest>), responses((status = 204, description = "Paused"), (status = 422, body = crate::error::ErrorBody)))]
@@ -470,17 +458,4 @@ pub(crate) async fn clean(
     Ok(Json(CleanResponse {
         deleted: state.engine.store().clean(before).await?,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::tail_lines;
-
-    #[test]
-    fn tails() {
-        assert_eq!(tail_lines("a\nb\nc\n", 2), "b\nc\n");
-        assert_eq!(tail_lines("a\nb\nc", 2), "b\nc");
-        assert_eq!(tail_lines("a\n", 5), "a\n");
-        assert_eq!(tail_lines("a\n", 0), "");
-    }
 }

@@ -53,7 +53,7 @@ pub async fn logs(cfg: &Config, a: LogsArgs) -> anyhow::Result<u8> {
     let flush_history =
         |history: &mut Option<String>, out: &mut dyn Write| -> std::io::Result<()> {
             if let (Some(h), Some(n)) = (history.take(), a.tail) {
-                out.write_all(tail_lines(&h, n).as_bytes())?;
+                out.write_all(deputy_core::output::tail_lines(&h, n).as_bytes())?;
             }
             Ok(())
         };
@@ -90,7 +90,7 @@ pub async fn logs(cfg: &Config, a: LogsArgs) -> anyhow::Result<u8> {
                         if let Some(n) = a.tail
                             && h.len() > 1 << 20
                         {
-                            *h = tail_lines(h, n);
+                            *h = deputy_core::output::tail_lines(h, n);
                         }
                     }
                     None => {
@@ -111,18 +111,6 @@ pub async fn logs(cfg: &Config, a: LogsArgs) -> anyhow::Result<u8> {
     }
     flush_history(&mut history, &mut out)?;
     Ok(0)
-}
-
-fn tail_lines(text: &str, n: usize) -> String {
-    if n == 0 {
-        return String::new();
-    }
-    let trimmed = text.strip_suffix('\n').unwrap_or(text);
-    let start = trimmed
-        .rmatch_indices('\n')
-        .nth(n - 1)
-        .map_or(0, |(i, _)| i + 1);
-    text[start..].to_string()
 }
 
 pub async fn wait(cfg: &Config, a: WaitArgs) -> anyhow::Result<u8> {

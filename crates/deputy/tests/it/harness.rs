@@ -280,3 +280,26 @@ impl Drop for ChildDaemon {
         }
     }
 }
+
+/// The daemon's /metrics text.
+pub async fn metrics_text(url: &str) -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits (bounded) until /metrics has the exact line `line`, e.g. a gauge's value.
+pub async fn wait_metric(url: &str, line: &str) {
+    let check = async {
+        while !metrics_text(url).await.lines().any(|l| l == line) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(DEADLINE, check)
+        .await
+        .unwrap_or_else(|_| panic!("/metrics never showed `{line}`"));
+}

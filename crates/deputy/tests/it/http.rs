@@ -281,14 +281,7 @@ async fn metrics_describe_tasks_queues_events_streams_and_requests() {
         ..sh("true")
     })
     .await;
-    let text = http()
-        .get(format!("{}/metrics", d.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&d.url()).await;
     let has = |needle: &str| {
         assert!(
             text.lines().any(|l| l.starts_with(needle)),

@@ -123,25 +123,7 @@ async fn two_hundred_subscribers_get_the_same_complete_sequence() {
         ));
     }
     // Every subscriber is connected before the task starts.
-    let subscribed = async {
-        loop {
-            let m = http()
-                .get(format!("{url}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            if m.lines().any(|l| l == "deputy_sse_subscribers 200") {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(DEADLINE, subscribed)
-        .await
-        .expect("200 subscribers connected");
+    wait_metric(&url, "deputy_sse_subscribers 200").await;
     d.client.resume(None).await.unwrap();
     let mut first: Option<Vec<i64>> = None;
     for h in handles {
@@ -188,25 +170,7 @@ async fn a_subscriber_that_never_reads_neither_delays_the_task_nor_stays_connect
     assert!(attempts[0].output_bytes > 20_000_000);
 
     // The server gives up on the stalled stream after its write timeout.
-    let closed = async {
-        loop {
-            let m = http()
-                .get(format!("{url}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            if m.lines().any(|l| l == "deputy_sse_subscribers 0") {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(DEADLINE, closed)
-        .await
-        .expect("the stalled stream was dropped");
+    wait_metric(&url, "deputy_sse_subscribers 0").await;
     // And the connection is closed: reading now drains what was sent, then ends.
     let drained = async {
         let mut buf = vec![0u8; 1 << 16];
