@@ -1,6 +1,6 @@
 //! deputy's benchmarks. Each prints its figures and a ratio against a baseline measured
 //! in the same run, on the same machine. Run with `cargo bench -p deputy --bench throughput`
-//! (optionally naming benchmarks after `--`: `drain`, `submit`, `latency`, `fanout`).
+//! (optionally naming benchmarks after `--`: `drain`, `submit`, `latency`, `list`, `fanout`).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -409,6 +409,56 @@ async fn fanout() -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn listing() -> anyhow::Result<()> {
+    const TASKS: usize = 100_000;
+    println!("== list: filtered listing with {TASKS} tasks stored");
+    let dir = tempfile::tempdir()?;
+    let d = daemon(dir.path(), 2).await?;
+    let client = Client::new(d.url());
+    client.pause(None).await?;
+    client.add_group("rare", None).await?;
+    let start = Instant::now();
+    for b in 0..TASKS / 1000 {
+        let batch: Vec<NewTask> = (0..1000)
+            .map(|i| {
+                let mut t = task("true");
+                t.name = Some(format!("job-{b}-{i}"));
+                if i == 0 {
+                    t.labels = vec!["needle".into()];
+                    t.group = Some("rare".into());
+                }
+                t
+            })
+            .collect();
+        client.submit_batch(&batch).await?;
+    }
+    println!("  stored {TASKS} tasks in {:.2?}", start.elapsed());
+    let queries: [(&str, Vec<(&str, String)>); 6] = [
+        ("newest 100", vec![]),
+        ("status=queued", vec![("status", "queued".into())]),
+        ("group=rare (1 in 1000)", vec![("group", "rare".into())]),
+        ("label=needle (1 in 1000)", vec![("label", "needle".into())]),
+        ("text job-99-", vec![("q", "job-99-".into())]),
+        ("status=failed (none)", vec![("status", "failed".into())]),
+    ];
+    for (name, q) in queries {
+        let mut times = Vec::new();
+        let mut n = 0;
+        for _ in 0..20 {
+            let t = Instant::now();
+            n = client.list(&q).await?.tasks.len();
+            times.push(t.elapsed());
+        }
+        times.sort();
+        println!(
+            "  {name:<26}: {n:>3} tasks, p50 {:.2?}",
+            times[times.len() / 2]
+        );
+    }
+    d.stop().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; every other argument names a benchmark.
@@ -428,6 +478,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if run("latency") {
         latency().await?;
+    }
+    if run("list") {
+        listing().await?;
     }
     if run("fanout") {
         fanout().await?;

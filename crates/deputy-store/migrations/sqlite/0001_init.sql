@@ -44,16 +44,21 @@ CREATE TABLE tasks (
 );
 CREATE INDEX tasks_ready ON tasks (status, priority, queue_seq);
 CREATE INDEX tasks_by_seq ON tasks (queue_seq);
+CREATE INDEX tasks_status_seq ON tasks (status, queue_seq);
 CREATE INDEX tasks_group_ready ON tasks (group_name, status, priority, queue_seq);
 CREATE INDEX tasks_due ON tasks (ready_at) WHERE status = 'scheduled';
 CREATE INDEX tasks_node ON tasks (node, status);
 CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 
+-- queue_seq is copied from the task so a label filter walks (label, queue_seq) in list
+-- order instead of scanning every task.
 CREATE TABLE task_labels (
-    label   TEXT NOT NULL,
-    task_id TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    label     TEXT NOT NULL,
+    task_id   TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    queue_seq INTEGER NOT NULL,
     PRIMARY KEY (label, task_id)
 );
+CREATE INDEX task_labels_order ON task_labels (label, queue_seq);
 CREATE INDEX task_labels_task ON task_labels (task_id);
 
 CREATE TABLE task_deps (

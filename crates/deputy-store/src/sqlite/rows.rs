@@ -145,10 +145,28 @@ pub(super) async fn resolve(conn: &mut SqliteConnection, id: &IdRef) -> Result<T
 }
 
 pub(super) async fn list(conn: &mut SqliteConnection, q: &ListQuery) -> Result<Page> {
-    let mut qb =
-        QueryBuilder::<Sqlite>::new(format!("SELECT {TASK_COLUMNS} FROM tasks t WHERE 1 = 1"));
+    let columns: Vec<String> = TASK_COLUMNS
+        .split(',')
+        .map(|c| format!("t.{}", c.trim()))
+        .collect();
+    let columns = columns.join(", ");
+    // With a label, walk that label's rows in list order (an index on (label, queue_seq))
+    // rather than every task; otherwise walk tasks by queue_seq, or by (status, queue_seq).
+    let (mut qb, order) = match &q.label {
+        Some(l) => {
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT {columns} FROM task_labels l JOIN tasks t ON t.id = l.task_id WHERE l.label = "
+            ));
+            qb.push_bind(l.clone());
+            (qb, "l.queue_seq")
+        }
+        None => (
+            QueryBuilder::<Sqlite>::new(format!("SELECT {columns} FROM tasks t WHERE 1 = 1")),
+            "t.queue_seq",
+        ),
+    };
     if !q.statuses.is_empty() {
-        qb.push(" AND status IN (");
+        qb.push(" AND t.status IN (");
         let mut sep = qb.separated(", ");
         for s in &q.statuses {
             sep.push_bind(s.as_str());
@@ -156,33 +174,28 @@ pub(super) async fn list(conn: &mut SqliteConnection, q: &ListQuery) -> Result<P
         qb.push(")");
     }
     if let Some(g) = &q.group {
-        qb.push(" AND group_name = ").push_bind(g.clone());
-    }
-    if let Some(l) = &q.label {
-        qb.push(" AND EXISTS (SELECT 1 FROM task_labels l WHERE l.task_id = t.id AND l.label = ")
-            .push_bind(l.clone())
-            .push(")");
+        qb.push(" AND t.group_name = ").push_bind(g.clone());
     }
     if let Some(text) = &q.text {
         let escaped = text
             .replace('\\', "\\\\")
             .replace('%', "\\%")
             .replace('_', "\\_");
-        qb.push(" AND title LIKE ")
+        qb.push(" AND t.title LIKE ")
             .push_bind(format!("%{escaped}%"))
             .push(" ESCAPE '\\'");
     }
     if let Some(a) = q.created_after {
-        qb.push(" AND created_at >= ").push_bind(a);
+        qb.push(" AND t.created_at >= ").push_bind(a);
     }
     if let Some(b) = q.created_before {
-        qb.push(" AND created_at < ").push_bind(b);
+        qb.push(" AND t.created_at < ").push_bind(b);
     }
     if let Some(c) = q.cursor {
-        qb.push(" AND queue_seq < ").push_bind(c);
+        qb.push(format!(" AND {order} < ")).push_bind(c);
     }
     let limit = q.limit.clamp(1, 1000);
-    qb.push(" ORDER BY queue_seq DESC LIMIT ")
+    qb.push(format!(" ORDER BY {order} DESC LIMIT "))
         .push_bind(i64::from(limit) + 1);
     let (mut tasks, seqs) = load_many(conn, qb).await?;
     let next_cursor = if tasks.len() > limit as usize {

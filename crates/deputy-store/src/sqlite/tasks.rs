@@ -474,11 +474,14 @@ async fn insert_task(
     .execute(&mut *conn)
     .await?;
     for label in &t.spec.labels {
-        sqlx::query("INSERT OR IGNORE INTO task_labels (label, task_id) VALUES (?, ?)")
-            .bind(label)
-            .bind(id.to_string())
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO task_labels (label, task_id, queue_seq) VALUES (?, ?, ?)",
+        )
+        .bind(label)
+        .bind(id.to_string())
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
     }
     for d in &deps {
         sqlx::query("INSERT OR IGNORE INTO task_deps (task_id, depends_on, mode) VALUES (?, ?, ?)")
