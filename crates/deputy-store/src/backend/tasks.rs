@@ -9,20 +9,20 @@ use deputy_core::status::check_transition;
 use deputy_core::submit::{DepTarget, ValidTask};
 use deputy_core::time::Millis;
 use deputy_core::{DepMode, Dependency, NodeId, Status, Task, TaskId};
-use sqlx::SqliteConnection;
 
+use super::dialect::{Conn, sql};
 use super::rows::{self, load_row, load_task};
 use crate::{CancelOutcome, Finish, Group, Result, StoreError, Submitted};
 
 pub(super) async fn append_event(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     task: Option<TaskId>,
     body: &EventBody,
     now: Millis,
 ) -> Result<i64> {
-    let seq: i64 = sqlx::query_scalar(
+    let seq: i64 = sqlx::query_scalar(sql(
         "INSERT INTO events (task_id, type, payload, at) VALUES (?, ?, ?, ?) RETURNING seq",
-    )
+    ))
     .bind(task.map(|t| t.to_string()))
     .bind(body.type_name())
     .bind(body.payload().to_string())
@@ -44,13 +44,7 @@ struct Move {
 }
 
 /// The compare-and-set at the heart of the store.
-async fn apply(
-    conn: &mut SqliteConnection,
-    cur: &Task,
-    to: Status,
-    mv: Move,
-    now: Millis,
-) -> Result<Task> {
+async fn apply(conn: &mut Conn, cur: &Task, to: Status, mv: Move, now: Millis) -> Result<Task> {
     check_transition(cur.status, to, mv.new_attempt)
         .map_err(|e| StoreError::Invalid(format!("task {}: {e}", cur.id)))?;
     let mut t = cur.clone();
@@ -88,12 +82,12 @@ async fn apply(
             t.ready_at = None;
         }
     }
-    let updated = sqlx::query(
+    let updated = sqlx::query(sql(
         "UPDATE tasks SET status = ?, attempt = ?, updated_at = ?, started_at = ?, finished_at = ?,
             ready_at = ?, exit_code = ?, signal = ?, reason = ?, node = ?, lease_expires_at = ?,
             pgid = ?, cancel_requested = ?
          WHERE id = ? AND status = ? AND attempt = ?",
-    )
+    ))
     .bind(t.status.as_str())
     .bind(i64::from(t.attempt))
     .bind(t.updated_at)
@@ -121,14 +115,16 @@ async fn apply(
         });
     }
     if cur.status == Status::Running {
-        sqlx::query("UPDATE groups SET running = running - 1 WHERE name = ?")
-            .bind(&t.spec.group)
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query(
+        sqlx::query(sql(
+            "UPDATE groups SET running = running - 1 WHERE name = ?",
+        ))
+        .bind(&t.spec.group)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(sql(
             "UPDATE attempts SET status = ?, finished_at = ?, exit_code = ?, signal = ?, reason = ?
              WHERE task_id = ? AND number = ?",
-        )
+        ))
         .bind(to.as_str())
         .bind(now)
         .bind(t.exit_code.map(i64::from))
@@ -140,12 +136,14 @@ async fn apply(
         .await?;
     }
     if to == Status::Running {
-        sqlx::query("UPDATE groups SET running = running + 1 WHERE name = ?")
-            .bind(&t.spec.group)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(sql(
+            "UPDATE groups SET running = running + 1 WHERE name = ?",
+        ))
+        .bind(&t.spec.group)
+        .execute(&mut *conn)
+        .await?;
         sqlx::query(
-            "INSERT INTO attempts (task_id, number, status, node, started_at) VALUES (?, ?, 'running', ?, ?)",
+            sql("INSERT INTO attempts (task_id, number, status, node, started_at) VALUES (?, ?, 'running', ?, ?)"),
         )
         .bind(t.id.to_string())
         .bind(i64::from(t.attempt))
@@ -178,7 +176,7 @@ async fn apply(
 
 /// A task reached a terminal status with no retry to follow: announce it and settle
 /// every dependent that was waiting on it, transitively.
-async fn ended_for_good(conn: &mut SqliteConnection, task: &Task, now: Millis) -> Result<()> {
+async fn ended_for_good(conn: &mut Conn, task: &Task, now: Millis) -> Result<()> {
     append_event(
         conn,
         Some(task.id),
@@ -241,10 +239,10 @@ enum Readiness {
     DependencyFailed(String),
 }
 
-async fn readiness(conn: &mut SqliteConnection, deps: &[Dependency]) -> Result<Readiness> {
+async fn readiness(conn: &mut Conn, deps: &[Dependency]) -> Result<Readiness> {
     let mut waiting = false;
     for dep in deps {
-        let status: String = sqlx::query_scalar("SELECT status FROM tasks WHERE id = ?")
+        let status: String = sqlx::query_scalar(sql("SELECT status FROM tasks WHERE id = ?"))
             .bind(dep.task.to_string())
             .fetch_one(&mut *conn)
             .await?;
@@ -265,7 +263,7 @@ async fn readiness(conn: &mut SqliteConnection, deps: &[Dependency]) -> Result<R
     })
 }
 
-async fn make_ready(conn: &mut SqliteConnection, t: &Task, now: Millis) -> Result<Task> {
+async fn make_ready(conn: &mut Conn, t: &Task, now: Millis) -> Result<Task> {
     match t.spec.run_at {
         Some(at) if at > now => {
             apply(
@@ -285,7 +283,7 @@ async fn make_ready(conn: &mut SqliteConnection, t: &Task, now: Millis) -> Resul
 }
 
 pub(super) async fn submit(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     batch: Vec<ValidTask>,
     now: Millis,
 ) -> Result<Vec<Submitted>> {
@@ -344,10 +342,11 @@ pub(super) async fn submit(
     let groups: std::collections::HashSet<&str> =
         batch.iter().map(|t| t.spec.group.as_str()).collect();
     for group in groups {
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM groups WHERE name = ?")
-            .bind(group)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let exists: Option<String> =
+            sqlx::query_scalar(sql("SELECT name FROM groups WHERE name = ?"))
+                .bind(group)
+                .fetch_optional(&mut *conn)
+                .await?;
         if exists.is_none() {
             return Err(StoreError::UnknownGroup(group.to_string()));
         }
@@ -361,7 +360,7 @@ pub(super) async fn submit(
         let t = &batch[i];
         if let Some(key) = &t.spec.idempotency_key {
             let existing: Option<String> =
-                sqlx::query_scalar("SELECT id FROM tasks WHERE idempotency_key = ?")
+                sqlx::query_scalar(sql("SELECT id FROM tasks WHERE idempotency_key = ?"))
                     .bind(key)
                     .fetch_optional(&mut *conn)
                     .await?;
@@ -429,7 +428,7 @@ fn topo_order(edges: &[Vec<usize>]) -> Vec<usize> {
 }
 
 async fn insert_task(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     t: &ValidTask,
     deps: Vec<Dependency>,
     now: Millis,
@@ -454,9 +453,9 @@ async fn insert_task(
         serde_json::to_string(&t.spec).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let finished_at = status.is_terminal().then_some(now);
     sqlx::query(
-        "INSERT INTO tasks (id, status, priority, group_name, attempt, spec, title, idempotency_key,
+        sql("INSERT INTO tasks (id, status, priority, group_name, attempt, spec, title, idempotency_key,
             queue_seq, created_at, updated_at, ready_at, reason, finished_at)
-         VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
     )
     .bind(id.to_string())
     .bind(status.as_str())
@@ -475,7 +474,7 @@ async fn insert_task(
     .await?;
     for label in &t.spec.labels {
         sqlx::query(
-            "INSERT OR IGNORE INTO task_labels (label, task_id, queue_seq) VALUES (?, ?, ?)",
+            sql("INSERT INTO task_labels (label, task_id, queue_seq) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"),
         )
         .bind(label)
         .bind(id.to_string())
@@ -484,7 +483,7 @@ async fn insert_task(
         .await?;
     }
     for d in &deps {
-        sqlx::query("INSERT OR IGNORE INTO task_deps (task_id, depends_on, mode) VALUES (?, ?, ?)")
+        sqlx::query(sql("INSERT INTO task_deps (task_id, depends_on, mode) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"))
             .bind(id.to_string())
             .bind(d.task.to_string())
             .bind(d.mode.to_string())
@@ -517,26 +516,16 @@ async fn insert_task(
 }
 
 pub(super) async fn claim(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     node: &NodeId,
     lease_ms: u64,
     now: Millis,
 ) -> Result<Option<Task>> {
     // The best queued task of each group with room (one index seek per group), then the
     // best of those: the cost grows with the number of groups, not of queued tasks.
-    let candidate: Option<String> = sqlx::query_scalar(
-        "SELECT t.id FROM groups g
-         JOIN tasks t ON t.id = (
-             SELECT id FROM tasks
-             WHERE group_name = g.name AND status = 'queued'
-             ORDER BY priority, queue_seq LIMIT 1)
-         WHERE g.paused = 0 AND (g.parallel IS NULL OR g.running < g.parallel)
-           AND (SELECT value FROM settings WHERE key = 'queue_paused') = '0'
-         ORDER BY t.priority, t.queue_seq
-         LIMIT 1",
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
+    let candidate: Option<String> = sqlx::query_scalar(sql(super::dialect::CLAIM_CANDIDATE))
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some(id) = candidate else { return Ok(None) };
     let cur = load_row(conn, rows::parse_id(&id)?).await?;
     let lease = now.saturating_add(lease_ms as i64);
@@ -554,7 +543,7 @@ pub(super) async fn claim(
     Ok(Some(t))
 }
 
-pub(super) async fn finish(conn: &mut SqliteConnection, f: Finish) -> Result<Task> {
+pub(super) async fn finish(conn: &mut Conn, f: Finish) -> Result<Task> {
     let cur = load_row(conn, f.id).await?;
     if cur.status != Status::Running || cur.attempt != f.attempt {
         return Err(StoreError::Conflict {
@@ -615,7 +604,7 @@ pub(super) async fn finish(conn: &mut SqliteConnection, f: Finish) -> Result<Tas
 }
 
 pub(super) async fn cancel(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     id: TaskId,
     reason: Option<String>,
     now: Millis,
@@ -639,7 +628,7 @@ pub(super) async fn cancel(
         }
         Status::Running => {
             if !cur.cancel_requested {
-                sqlx::query("UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'running'")
+                sqlx::query(sql("UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'running'"))
                     .bind(now)
                     .bind(id.to_string())
                     .execute(&mut *conn)
@@ -658,7 +647,7 @@ pub(super) async fn cancel(
     }
 }
 
-pub(super) async fn retry(conn: &mut SqliteConnection, id: TaskId, now: Millis) -> Result<Task> {
+pub(super) async fn retry(conn: &mut Conn, id: TaskId, now: Millis) -> Result<Task> {
     let cur = load_task(conn, id).await?;
     if !cur.status.is_terminal() {
         return Err(StoreError::Conflict {
@@ -681,9 +670,9 @@ pub(super) async fn retry(conn: &mut SqliteConnection, id: TaskId, now: Millis) 
     .await
 }
 
-pub(super) async fn promote_due(conn: &mut SqliteConnection, now: Millis) -> Result<u64> {
+pub(super) async fn promote_due(conn: &mut Conn, now: Millis) -> Result<u64> {
     let due: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM tasks WHERE status = 'scheduled' AND ready_at <= ? ORDER BY ready_at LIMIT 1000",
+        sql("SELECT id FROM tasks WHERE status = 'scheduled' AND ready_at <= ? ORDER BY ready_at LIMIT 1000"),
     )
     .bind(now)
     .fetch_all(&mut *conn)
@@ -695,23 +684,25 @@ pub(super) async fn promote_due(conn: &mut SqliteConnection, now: Millis) -> Res
     Ok(due.len() as u64)
 }
 
-async fn load_group(conn: &mut SqliteConnection, name: &str) -> Result<Group> {
-    let row = sqlx::query("SELECT name, parallel, paused, running FROM groups WHERE name = ?")
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| StoreError::UnknownGroup(name.to_string()))?;
+async fn load_group(conn: &mut Conn, name: &str) -> Result<Group> {
+    let row = sqlx::query(sql(
+        "SELECT name, parallel, paused, running FROM groups WHERE name = ?",
+    ))
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::UnknownGroup(name.to_string()))?;
     rows::group_from_row(&row)
 }
 
 pub(super) async fn add_group(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     name: &str,
     parallel: Option<u32>,
     now: Millis,
 ) -> Result<Group> {
     deputy_core::limits::check_group_name(name).map_err(StoreError::Invalid)?;
-    let r = sqlx::query("INSERT OR IGNORE INTO groups (name, parallel, paused, running, created_at) VALUES (?, ?, 0, 0, ?)")
+    let r = sqlx::query(sql("INSERT INTO groups (name, parallel, paused, running, created_at) VALUES (?, ?, 0, 0, ?) ON CONFLICT DO NOTHING"))
         .bind(name)
         .bind(parallel.map(i64::from))
         .bind(now)
@@ -735,13 +726,13 @@ pub(super) async fn add_group(
 }
 
 pub(super) async fn set_group_parallel(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     name: &str,
     parallel: Option<u32>,
     now: Millis,
 ) -> Result<Group> {
     load_group(conn, name).await?;
-    sqlx::query("UPDATE groups SET parallel = ? WHERE name = ?")
+    sqlx::query(sql("UPDATE groups SET parallel = ? WHERE name = ?"))
         .bind(parallel.map(i64::from))
         .bind(name)
         .execute(&mut *conn)
@@ -761,7 +752,7 @@ pub(super) async fn set_group_parallel(
 }
 
 pub(super) async fn set_paused(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     group: Option<&str>,
     paused: bool,
     now: Millis,
@@ -769,17 +760,19 @@ pub(super) async fn set_paused(
     match group {
         Some(name) => {
             load_group(conn, name).await?;
-            sqlx::query("UPDATE groups SET paused = ? WHERE name = ?")
+            sqlx::query(sql("UPDATE groups SET paused = ? WHERE name = ?"))
                 .bind(i64::from(paused))
                 .bind(name)
                 .execute(&mut *conn)
                 .await?;
         }
         None => {
-            sqlx::query("UPDATE settings SET value = ? WHERE key = 'queue_paused'")
-                .bind(if paused { "1" } else { "0" })
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(sql(
+                "UPDATE settings SET value = ? WHERE key = 'queue_paused'",
+            ))
+            .bind(if paused { "1" } else { "0" })
+            .execute(&mut *conn)
+            .await?;
         }
     }
     append_event(
@@ -796,23 +789,21 @@ pub(super) async fn set_paused(
     Ok(())
 }
 
-pub(super) async fn clean(conn: &mut SqliteConnection, before: Millis) -> Result<u64> {
+pub(super) async fn clean(conn: &mut Conn, before: Millis) -> Result<u64> {
     // Only tasks whose dependents have all ended too, so no waiting task loses an edge.
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM tasks t WHERE finished_at < ?
+    let ids: Vec<String> = sqlx::query_scalar(sql("SELECT id FROM tasks t WHERE finished_at < ?
            AND status IN ('succeeded', 'failed', 'cancelled', 'timed_out', 'interrupted')
            AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks o ON o.id = d.task_id
-                           WHERE d.depends_on = t.id AND o.finished_at IS NULL)",
-    )
+                           WHERE d.depends_on = t.id AND o.finished_at IS NULL)"))
     .bind(before)
     .fetch_all(&mut *conn)
     .await?;
     for id in &ids {
-        sqlx::query("DELETE FROM events WHERE task_id = ?")
+        sqlx::query(sql("DELETE FROM events WHERE task_id = ?"))
             .bind(id)
             .execute(&mut *conn)
             .await?;
-        sqlx::query("DELETE FROM tasks WHERE id = ?")
+        sqlx::query(sql("DELETE FROM tasks WHERE id = ?"))
             .bind(id)
             .execute(&mut *conn)
             .await?;

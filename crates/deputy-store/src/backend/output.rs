@@ -3,13 +3,14 @@
 use deputy_core::event::EventBody;
 use deputy_core::{Event, Stream, TaskId};
 use futures_util::TryStreamExt;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Row};
 
+use super::dialect::{Conn, Db, sql};
 use super::rows::parse_id;
 use super::tasks::append_event;
 use crate::{OutputBatch, Result, StoreError, StoredChunk};
 
-pub(super) async fn append(conn: &mut SqliteConnection, b: OutputBatch) -> Result<()> {
+pub(super) async fn append(conn: &mut Conn, b: OutputBatch) -> Result<()> {
     for c in &b.chunks {
         let seq = append_event(
             conn,
@@ -24,10 +25,10 @@ pub(super) async fn append(conn: &mut SqliteConnection, b: OutputBatch) -> Resul
             b.now,
         )
         .await?;
-        sqlx::query(
+        sqlx::query(sql(
             "INSERT INTO output_chunks (task_id, attempt, stream, \"offset\", data, event_seq)
              VALUES (?, ?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(b.task.to_string())
         .bind(i64::from(b.attempt))
         .bind(c.stream.as_str())
@@ -39,7 +40,7 @@ pub(super) async fn append(conn: &mut SqliteConnection, b: OutputBatch) -> Resul
     }
     for k in &b.drop {
         sqlx::query(
-            "DELETE FROM output_chunks WHERE task_id = ? AND attempt = ? AND stream = ? AND \"offset\" = ?",
+            sql("DELETE FROM output_chunks WHERE task_id = ? AND attempt = ? AND stream = ? AND \"offset\" = ?"),
         )
         .bind(b.task.to_string())
         .bind(i64::from(b.attempt))
@@ -48,9 +49,9 @@ pub(super) async fn append(conn: &mut SqliteConnection, b: OutputBatch) -> Resul
         .execute(&mut *conn)
         .await?;
     }
-    sqlx::query(
+    sqlx::query(sql(
         "UPDATE attempts SET output_bytes = ?, omitted_bytes = ? WHERE task_id = ? AND number = ?",
-    )
+    ))
     .bind(b.total_bytes as i64)
     .bind(b.omitted_bytes as i64)
     .bind(b.task.to_string())
@@ -61,13 +62,13 @@ pub(super) async fn append(conn: &mut SqliteConnection, b: OutputBatch) -> Resul
 }
 
 pub(super) async fn read(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     id: TaskId,
     attempt: u32,
     stream: Option<Stream>,
     from: u64,
 ) -> Result<Vec<StoredChunk>> {
-    let mut qb = QueryBuilder::<Sqlite>::new(
+    let mut qb = QueryBuilder::<Db>::new(
         "SELECT stream, \"offset\", data FROM output_chunks WHERE task_id = ",
     );
     qb.push_bind(id.to_string())
@@ -77,8 +78,11 @@ pub(super) async fn read(
         qb.push(" AND stream = ").push_bind(s.as_str());
     }
     if from > 0 {
-        qb.push(" AND \"offset\" + length(data) > ")
-            .push_bind(from as i64);
+        qb.push(format!(
+            " AND \"offset\" + {}(data) > ",
+            super::dialect::OCTET_LENGTH
+        ))
+        .push_bind(from as i64);
     }
     // event_seq is the order the bytes were captured in, across both streams.
     qb.push(" ORDER BY event_seq");
@@ -97,12 +101,12 @@ pub(super) async fn read(
 }
 
 pub(super) async fn events_after(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     after: i64,
     limit: u32,
     task: Option<TaskId>,
 ) -> Result<Vec<Event>> {
-    let mut qb = QueryBuilder::<Sqlite>::new(
+    let mut qb = QueryBuilder::<Db>::new(
         "SELECT e.seq, e.task_id, e.type, e.payload, e.at, c.data
          FROM events e LEFT JOIN output_chunks c ON c.event_seq = e.seq
          WHERE e.seq > ",

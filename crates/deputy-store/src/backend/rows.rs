@@ -1,11 +1,11 @@
 //! Reading rows into core types. Reads run on the reader pool or inside a write
-//! transaction (both are `&mut SqliteConnection`).
+//! transaction (both are `&mut Conn`).
 
 use deputy_core::spec::TaskSpec;
 use deputy_core::{Attempt, DepMode, Dependency, IdRef, NodeId, Status, Task, TaskId};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Row};
 
+use super::dialect::{Conn, Db, DbRow, sql};
 use crate::{Group, ListQuery, Page, Result, StoreError};
 
 pub(super) const TASK_COLUMNS: &str = "id, status, attempt, spec, created_at, updated_at, \
@@ -24,7 +24,7 @@ pub(super) fn parse_status(s: &str) -> Result<Status> {
     s.parse().map_err(corrupt)
 }
 
-fn task_from_row(row: &SqliteRow) -> Result<Task> {
+fn task_from_row(row: &DbRow) -> Result<Task> {
     let id: String = row.try_get("id")?;
     let status: String = row.try_get("status")?;
     let spec: String = row.try_get("spec")?;
@@ -54,11 +54,11 @@ fn task_from_row(row: &SqliteRow) -> Result<Task> {
 }
 
 /// Loads one task's row without its dependencies: what status changes need.
-pub(super) async fn load_row(conn: &mut SqliteConnection, id: TaskId) -> Result<Task> {
+pub(super) async fn load_row(conn: &mut Conn, id: TaskId) -> Result<Task> {
     let row = sqlx::query(
-        "SELECT id, status, attempt, spec, created_at, updated_at, started_at, finished_at, ready_at,
+        sql("SELECT id, status, attempt, spec, created_at, updated_at, started_at, finished_at, ready_at,
                 exit_code, signal, reason, node, lease_expires_at, pgid, cancel_requested, queue_seq
-         FROM tasks WHERE id = ?",
+         FROM tasks WHERE id = ?"),
     )
     .bind(id.to_string())
     .fetch_optional(&mut *conn)
@@ -68,10 +68,7 @@ pub(super) async fn load_row(conn: &mut SqliteConnection, id: TaskId) -> Result<
 }
 
 /// Loads tasks by a `WHERE` built by the caller, with their dependencies.
-async fn load_many(
-    conn: &mut SqliteConnection,
-    mut qb: QueryBuilder<Sqlite>,
-) -> Result<(Vec<Task>, Vec<i64>)> {
+async fn load_many(conn: &mut Conn, mut qb: QueryBuilder<Db>) -> Result<(Vec<Task>, Vec<i64>)> {
     let rows = qb.build().fetch_all(&mut *conn).await?;
     let mut tasks = Vec::with_capacity(rows.len());
     let mut seqs = Vec::with_capacity(rows.len());
@@ -80,7 +77,7 @@ async fn load_many(
         seqs.push(row.try_get::<i64, _>("queue_seq")?);
     }
     if !tasks.is_empty() {
-        let mut dq = QueryBuilder::<Sqlite>::new(
+        let mut dq = QueryBuilder::<Db>::new(
             "SELECT task_id, depends_on, mode FROM task_deps WHERE task_id IN (",
         );
         let mut sep = dq.separated(", ");
@@ -103,7 +100,7 @@ async fn load_many(
     Ok((tasks, seqs))
 }
 
-pub(super) async fn load_task(conn: &mut SqliteConnection, id: TaskId) -> Result<Task> {
+pub(super) async fn load_task(conn: &mut Conn, id: TaskId) -> Result<Task> {
     let mut qb = QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = "));
     qb.push_bind(id.to_string());
     let (mut tasks, _) = load_many(conn, qb).await?;
@@ -112,13 +109,14 @@ pub(super) async fn load_task(conn: &mut SqliteConnection, id: TaskId) -> Result
         .ok_or_else(|| StoreError::NotFound(id.to_string()))
 }
 
-pub(super) async fn resolve(conn: &mut SqliteConnection, id: &IdRef) -> Result<TaskId> {
+pub(super) async fn resolve(conn: &mut Conn, id: &IdRef) -> Result<TaskId> {
     match id {
         IdRef::Full(id) => {
-            let found: Option<String> = sqlx::query_scalar("SELECT id FROM tasks WHERE id = ?")
-                .bind(id.to_string())
-                .fetch_optional(&mut *conn)
-                .await?;
+            let found: Option<String> =
+                sqlx::query_scalar(sql("SELECT id FROM tasks WHERE id = ?"))
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *conn)
+                    .await?;
             found
                 .map(|_| *id)
                 .ok_or_else(|| StoreError::NotFound(id.to_string()))
@@ -127,7 +125,7 @@ pub(super) async fn resolve(conn: &mut SqliteConnection, id: &IdRef) -> Result<T
             // A range scan on the primary key: ids starting with p sort in [p, p + "g").
             let upper = format!("{p}g");
             let found: Vec<String> =
-                sqlx::query_scalar("SELECT id FROM tasks WHERE id >= ? AND id < ? LIMIT 2")
+                sqlx::query_scalar(sql("SELECT id FROM tasks WHERE id >= ? AND id < ? LIMIT 2"))
                     .bind(p)
                     .bind(upper)
                     .fetch_all(&mut *conn)
@@ -144,7 +142,7 @@ pub(super) async fn resolve(conn: &mut SqliteConnection, id: &IdRef) -> Result<T
     }
 }
 
-pub(super) async fn list(conn: &mut SqliteConnection, q: &ListQuery) -> Result<Page> {
+pub(super) async fn list(conn: &mut Conn, q: &ListQuery) -> Result<Page> {
     let columns: Vec<String> = TASK_COLUMNS
         .split(',')
         .map(|c| format!("t.{}", c.trim()))
@@ -154,14 +152,14 @@ pub(super) async fn list(conn: &mut SqliteConnection, q: &ListQuery) -> Result<P
     // rather than every task; otherwise walk tasks by queue_seq, or by (status, queue_seq).
     let (mut qb, order) = match &q.label {
         Some(l) => {
-            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            let mut qb = QueryBuilder::<Db>::new(format!(
                 "SELECT {columns} FROM task_labels l JOIN tasks t ON t.id = l.task_id WHERE l.label = "
             ));
             qb.push_bind(l.clone());
             (qb, "l.queue_seq")
         }
         None => (
-            QueryBuilder::<Sqlite>::new(format!("SELECT {columns} FROM tasks t WHERE 1 = 1")),
+            QueryBuilder::<Db>::new(format!("SELECT {columns} FROM tasks t WHERE 1 = 1")),
             "t.queue_seq",
         ),
     };
@@ -207,11 +205,8 @@ pub(super) async fn list(conn: &mut SqliteConnection, q: &ListQuery) -> Result<P
     Ok(Page { tasks, next_cursor })
 }
 
-pub(super) async fn running(
-    conn: &mut SqliteConnection,
-    node: Option<&NodeId>,
-) -> Result<Vec<Task>> {
-    let mut qb = QueryBuilder::<Sqlite>::new(format!(
+pub(super) async fn running(conn: &mut Conn, node: Option<&NodeId>) -> Result<Vec<Task>> {
+    let mut qb = QueryBuilder::<Db>::new(format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'running'"
     ));
     if let Some(n) = node {
@@ -221,12 +216,12 @@ pub(super) async fn running(
     Ok(load_many(conn, qb).await?.0)
 }
 
-pub(super) async fn attempts(conn: &mut SqliteConnection, id: TaskId) -> Result<Vec<Attempt>> {
-    let rows = sqlx::query(
+pub(super) async fn attempts(conn: &mut Conn, id: TaskId) -> Result<Vec<Attempt>> {
+    let rows = sqlx::query(sql(
         "SELECT number, status, node, started_at, finished_at, exit_code, signal, reason,
                 output_bytes, omitted_bytes
          FROM attempts WHERE task_id = ? ORDER BY number",
-    )
+    ))
     .bind(id.to_string())
     .fetch_all(&mut *conn)
     .await?;
@@ -248,15 +243,16 @@ pub(super) async fn attempts(conn: &mut SqliteConnection, id: TaskId) -> Result<
         .collect()
 }
 
-pub(super) async fn dependents(conn: &mut SqliteConnection, id: TaskId) -> Result<Vec<TaskId>> {
-    let ids: Vec<String> = sqlx::query_scalar("SELECT task_id FROM task_deps WHERE depends_on = ?")
-        .bind(id.to_string())
-        .fetch_all(&mut *conn)
-        .await?;
+pub(super) async fn dependents(conn: &mut Conn, id: TaskId) -> Result<Vec<TaskId>> {
+    let ids: Vec<String> =
+        sqlx::query_scalar(sql("SELECT task_id FROM task_deps WHERE depends_on = ?"))
+            .bind(id.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
     ids.iter().map(|s| parse_id(s)).collect()
 }
 
-pub(super) fn group_from_row(row: &SqliteRow) -> Result<Group> {
+pub(super) fn group_from_row(row: &DbRow) -> Result<Group> {
     Ok(Group {
         name: row.try_get("name")?,
         parallel: row.try_get::<Option<i64>, _>("parallel")?.map(|v| v as u32),
@@ -265,9 +261,11 @@ pub(super) fn group_from_row(row: &SqliteRow) -> Result<Group> {
     })
 }
 
-pub(super) async fn groups(conn: &mut SqliteConnection) -> Result<Vec<Group>> {
-    let rows = sqlx::query("SELECT name, parallel, paused, running FROM groups ORDER BY name")
-        .fetch_all(&mut *conn)
-        .await?;
+pub(super) async fn groups(conn: &mut Conn) -> Result<Vec<Group>> {
+    let rows = sqlx::query(sql(
+        "SELECT name, parallel, paused, running FROM groups ORDER BY name",
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
     rows.iter().map(group_from_row).collect()
 }
