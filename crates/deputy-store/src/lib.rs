@@ -16,6 +16,7 @@ use deputy_core::time::Millis;
 use deputy_core::{Attempt, Event, IdRef, NodeId, Status, Stream, Task, TaskId};
 use serde::{Deserialize, Serialize};
 
+pub mod postgres;
 pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,18 +1,108 @@
-//! The store's contract, tested on a real SQLite file: compare-and-set transitions,
+//! The store's contract, tested on both backends: SQLite always, PostgreSQL when
+//! `DEPUTY_TEST_DATABASE_URL` is set (each test in its own schema; without the variable
+//! the PostgreSQL variants print that they were skipped). Compare-and-set transitions,
 //! claims under group limits, dependency settlement, and a gapless event log.
 
 use std::sync::Arc;
 
 use deputy_core::submit::{NewTask, SubmitDefaults, ValidTask};
 use deputy_core::{Command, EventBody, NodeId, Status};
+use deputy_store::postgres::PgStore;
 use deputy_store::sqlite::SqliteStore;
 use deputy_store::{CancelOutcome, Finish, Store, StoreError};
+use sqlx::postgres::PgConnectOptions;
 
-async fn store() -> (Arc<dyn Store>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
-    (Arc::new(s), dir)
+const PG_ENV: &str = "DEPUTY_TEST_DATABASE_URL";
+
+struct Backend {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    pg_schema: Option<(sqlx::PgPool, String)>,
 }
+
+impl Backend {
+    async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        Self {
+            store: Arc::new(s),
+            _dir: Some(dir),
+            pg_schema: None,
+        }
+    }
+
+    /// A store in a fresh schema of the test database, or None (with a printed reason).
+    async fn postgres() -> Option<Self> {
+        let Ok(url) = std::env::var(PG_ENV) else {
+            eprintln!("skipped: {PG_ENV} is not set, so the PostgreSQL variant did not run");
+            return None;
+        };
+        let admin = sqlx::PgPool::connect(&url).await.unwrap();
+        let schema = format!("deputy_t_{}", uuid_hex());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let opts: PgConnectOptions = url
+            .parse::<PgConnectOptions>()
+            .unwrap()
+            .options([("search_path", schema.as_str())]);
+        let s = PgStore::open_with(opts).await.unwrap();
+        Some(Self {
+            store: Arc::new(s),
+            _dir: None,
+            pg_schema: Some((admin, schema)),
+        })
+    }
+
+    async fn cleanup(self) {
+        self.store.close().await;
+        if let Some((admin, schema)) = self.pg_schema {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(&admin)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn uuid_hex() -> String {
+    deputy_core::TaskId::new().to_string()[..16].to_string()
+}
+
+/// Runs a contract test on each backend.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let b = super::Backend::sqlite().await;
+                super::$name(b.store.clone()).await;
+                b.cleanup().await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(b) = super::Backend::postgres().await {
+                    super::$name(b.store.clone()).await;
+                    b.cleanup().await;
+                }
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    an_attempt_ends_once_and_the_loser_changes_nothing,
+    claims_respect_group_limits_and_pauses,
+    a_cancelled_queued_task_cannot_be_claimed_and_a_running_one_is_flagged,
+    retries_are_new_attempts_with_history,
+    idempotency_keys_return_the_first_task,
+    the_event_log_is_gapless_and_ordered,
+    a_failed_batch_stores_nothing,
+    dependencies_settle_in_the_same_transaction,
+    listing_and_prefixes,
+);
 
 fn valid(line: &str, tweak: impl FnOnce(&mut NewTask)) -> ValidTask {
     let mut t = NewTask {
@@ -48,9 +138,7 @@ fn finish(t: &deputy_core::Task, status: Status, retry_at: Option<i64>) -> Finis
     }
 }
 
-#[tokio::test]
-async fn an_attempt_ends_once_and_the_loser_changes_nothing() {
-    let (s, _d) = store().await;
+async fn an_attempt_ends_once_and_the_loser_changes_nothing(s: Arc<dyn Store>) {
     let t = s
         .submit(vec![valid("true", |_| {})], 1)
         .await
@@ -85,9 +173,7 @@ async fn an_attempt_ends_once_and_the_loser_changes_nothing() {
     ));
 }
 
-#[tokio::test]
-async fn claims_respect_group_limits_and_pauses() {
-    let (s, _d) = store().await;
+async fn claims_respect_group_limits_and_pauses(s: Arc<dyn Store>) {
     s.add_group("one", Some(1), 0).await.unwrap();
     let batch = vec![
         valid("a", |t| t.group = Some("one".into())),
@@ -121,9 +207,7 @@ async fn claims_respect_group_limits_and_pauses() {
     );
 }
 
-#[tokio::test]
-async fn a_cancelled_queued_task_cannot_be_claimed_and_a_running_one_is_flagged() {
-    let (s, _d) = store().await;
+async fn a_cancelled_queued_task_cannot_be_claimed_and_a_running_one_is_flagged(s: Arc<dyn Store>) {
     let a = s
         .submit(vec![valid("a", |_| {})], 1)
         .await
@@ -154,9 +238,7 @@ async fn a_cancelled_queued_task_cannot_be_claimed_and_a_running_one_is_flagged(
     ));
 }
 
-#[tokio::test]
-async fn retries_are_new_attempts_with_history() {
-    let (s, _d) = store().await;
+async fn retries_are_new_attempts_with_history(s: Arc<dyn Store>) {
     let t = s
         .submit(vec![valid("x", |t| t.max_attempts = Some(2))], 1)
         .await
@@ -183,9 +265,7 @@ async fn retries_are_new_attempts_with_history() {
     );
 }
 
-#[tokio::test]
-async fn idempotency_keys_return_the_first_task() {
-    let (s, _d) = store().await;
+async fn idempotency_keys_return_the_first_task(s: Arc<dyn Store>) {
     let first = s
         .submit(
             vec![valid("x", |t| t.idempotency_key = Some("k".into()))],
@@ -206,9 +286,7 @@ async fn idempotency_keys_return_the_first_task() {
     assert_eq!(first.task.id, again.task.id);
 }
 
-#[tokio::test]
-async fn the_event_log_is_gapless_and_ordered() {
-    let (s, _d) = store().await;
+async fn the_event_log_is_gapless_and_ordered(s: Arc<dyn Store>) {
     for i in 0..20 {
         let t = s
             .submit(vec![valid("x", |_| {})], i)
@@ -227,9 +305,7 @@ async fn the_event_log_is_gapless_and_ordered() {
     assert_eq!(s.last_event_seq().await.unwrap(), events.len() as i64);
 }
 
-#[tokio::test]
-async fn a_failed_batch_stores_nothing() {
-    let (s, _d) = store().await;
+async fn a_failed_batch_stores_nothing(s: Arc<dyn Store>) {
     let bad = vec![
         valid("ok", |_| {}),
         valid("x", |t| t.group = Some("missing".into())),
@@ -240,4 +316,91 @@ async fn a_failed_batch_stores_nothing() {
     ));
     assert_eq!(s.last_event_seq().await.unwrap(), 0);
     assert!(s.status_counts().await.unwrap().by_status.is_empty());
+}
+
+async fn dependencies_settle_in_the_same_transaction(s: Arc<dyn Store>) {
+    use deputy_core::submit::{DepInput, DepTarget};
+    let dep = |key: &str, mode| DepInput {
+        target: DepTarget::Key(key.into()),
+        mode,
+    };
+    let batch = vec![
+        valid("a", |t| t.key = Some("a".into())),
+        valid("b", |t| {
+            t.key = Some("b".into());
+            t.depends_on = vec![dep("a", deputy_core::DepMode::Success)];
+        }),
+        valid("c", |t| {
+            t.depends_on = vec![dep("a", deputy_core::DepMode::Finish)]
+        }),
+    ];
+    let out = s.submit(batch, 1).await.unwrap();
+    assert_eq!(out[1].task.status, Status::Blocked);
+    let a = s.claim(&node(), 30_000, 2).await.unwrap().unwrap();
+    assert_eq!(a.id, out[0].task.id);
+    s.finish(finish(&a, Status::Failed, None)).await.unwrap();
+    let b = s.get(out[1].task.id).await.unwrap();
+    assert_eq!(b.status, Status::Cancelled);
+    assert!(b.reason.unwrap().contains("failed"));
+    assert_eq!(s.get(out[2].task.id).await.unwrap().status, Status::Queued);
+}
+
+async fn listing_and_prefixes(s: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let t = s
+            .submit(
+                vec![valid("x", |t| {
+                    t.labels = vec![if i % 2 == 0 { "even" } else { "odd" }.into()];
+                    t.name = Some(format!("n{i}"));
+                })],
+                i,
+            )
+            .await
+            .unwrap()
+            .remove(0)
+            .task;
+        ids.push(t.id);
+    }
+    let even = s
+        .list(&deputy_store::ListQuery {
+            label: Some("even".into()),
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        even.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![ids[4], ids[2]]
+    );
+    let rest = s
+        .list(&deputy_store::ListQuery {
+            label: Some("even".into()),
+            limit: 2,
+            cursor: even.next_cursor,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![ids[0]]
+    );
+    let by_text = s
+        .list(&deputy_store::ListQuery {
+            text: Some("n3".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_text.tasks.len(), 1);
+    let prefix: deputy_core::IdRef = ids[1].to_string()[..10].parse().unwrap();
+    assert_eq!(s.resolve(&prefix).await.unwrap(), ids[1]);
+    let missing: deputy_core::IdRef = "ffffffffffffffff".parse().unwrap();
+    assert!(matches!(
+        s.resolve(&missing).await,
+        Err(StoreError::NotFound(_))
+    ));
 }

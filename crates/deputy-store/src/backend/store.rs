@@ -24,6 +24,8 @@ pub struct DbStore {
     pub(super) writer: Pool<Db>,
     pub(super) reader: Pool<Db>,
     pub(super) committed: Arc<Notify>,
+    /// Set on close: background parts (a listener) stop.
+    pub(super) closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for DbStore {
@@ -326,6 +328,7 @@ impl Store for DbStore {
     }
 
     async fn close(&self) {
+        let _ = self.closing.send(true);
         self.reader.close().await;
         self.writer.close().await;
     }

@@ -103,6 +103,7 @@ impl SqliteStore {
             writer,
             reader,
             committed: Arc::new(Notify::new()),
+            closing: Arc::new(tokio::sync::watch::channel(false).0),
         })
     }
 }

@@ -1,0 +1,173 @@
+//! The shared store on PostgreSQL, for several deputy nodes on one queue.
+//!
+//! - Every write transaction takes one advisory lock (`pg_advisory_xact_lock`) first.
+//!   It serializes the transactions that change tasks or append events, across every
+//!   node: event sequence numbers then commit in order (a reader of "events after N"
+//!   never misses one that commits later), and the claim transaction's read of a
+//!   group's running counter and its update cannot interleave with another node's,
+//!   so group limits hold cluster-wide. The lock is held for one short transaction
+//!   (milliseconds), never while a task runs.
+//! - Each commit sends `NOTIFY deputy_events`; every node LISTENs and wakes its event
+//!   bus, so any node's streams follow any node's tasks live.
+
+#[path = "../backend/output.rs"]
+mod output;
+#[path = "../backend/rows.rs"]
+mod rows;
+#[path = "../backend/store.rs"]
+mod store;
+#[path = "../backend/tasks.rs"]
+mod tasks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use tokio::sync::Notify;
+
+use crate::Result;
+pub use store::DbStore as PgStore;
+use store::DbStore;
+
+const CHANNEL: &str = "deputy_events";
+
+/// What the shared backend code needs to know about PostgreSQL.
+mod dialect {
+    use sqlx::{AssertSqlSafe, Postgres, Transaction};
+
+    pub type Db = Postgres;
+    pub type Conn = sqlx::PgConnection;
+    pub type DbRow = sqlx::postgres::PgRow;
+    pub const NAME: &str = "PgStore";
+    pub const OCTET_LENGTH: &str = "octet_length";
+
+    /// The shared SQL is written with `?` placeholders; PostgreSQL numbers them.
+    pub fn sql(s: &'static str) -> AssertSqlSafe<String> {
+        AssertSqlSafe(number_placeholders(s))
+    }
+
+    /// `?` -> `$1`, `$2`, ... outside quoted literals and identifiers.
+    pub fn number_placeholders(s: &str) -> String {
+        let mut out = String::with_capacity(s.len() + 8);
+        let mut n = 0;
+        let mut quote: Option<char> = None;
+        for c in s.chars() {
+            match (quote, c) {
+                (None, '\'' | '"') => {
+                    quote = Some(c);
+                    out.push(c);
+                }
+                (Some(q), c) if c == q => {
+                    quote = None;
+                    out.push(c);
+                }
+                (None, '?') => {
+                    n += 1;
+                    out.push('$');
+                    out.push_str(&n.to_string());
+                }
+                _ => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// Any fixed key: all deputy write transactions share it.
+    const WRITE_LOCK: i64 = 0x6465_7075_7479; // "deputy"
+
+    pub async fn begin_write(tx: &mut Transaction<'static, Db>) -> crate::Result<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITE_LOCK)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Delivered to every listener when (and only if) the transaction commits.
+    pub async fn before_commit(tx: &mut Transaction<'static, Db>) -> crate::Result<()> {
+        sqlx::query("SELECT pg_notify('deputy_events', '')")
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    pub const CLAIM_CANDIDATE: &str = "SELECT t.id FROM groups g
+         JOIN tasks t ON t.id = (
+             SELECT id FROM tasks
+             WHERE group_name = g.name AND status = 'queued'
+             ORDER BY priority, queue_seq LIMIT 1)
+         WHERE g.paused = 0 AND (g.parallel IS NULL OR g.running < g.parallel)
+           AND (SELECT value FROM settings WHERE key = 'queue_paused') = '0'
+         ORDER BY t.priority, t.queue_seq
+         LIMIT 1
+         FOR UPDATE OF t SKIP LOCKED";
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn placeholders_are_numbered_outside_quotes() {
+            assert_eq!(
+                super::number_placeholders("a = ? AND b = '?' AND \"c?\" = ? "),
+                "a = $1 AND b = '?' AND \"c?\" = $2 "
+            );
+        }
+    }
+}
+
+fn migrator() -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
+        false,
+    )])
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host/db`), runs migrations, and starts
+    /// listening for other nodes' commits.
+    pub async fn open(url: &str) -> Result<PgStore> {
+        let opts: PgConnectOptions = url.parse()?;
+        Self::open_with(opts).await
+    }
+
+    pub async fn open_with(opts: PgConnectOptions) -> Result<PgStore> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await?;
+        migrator().run(&pool).await?;
+        let committed = Arc::new(Notify::new());
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(CHANNEL).await?;
+        let wake = committed.clone();
+        let (closing, mut closed) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            // Each notification (from any node) wakes this node's event follower.
+            // `recv` reconnects by itself after a dropped connection.
+            loop {
+                tokio::select! {
+                    r = listener.recv() => match r {
+                        Ok(_) => wake.notify_one(),
+                        Err(e) => {
+                            tracing::warn!(%e, "event listener error; retrying");
+                            wake.notify_one();
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    },
+                    _ = closed.changed() => break,
+                }
+            }
+        });
+        Ok(DbStore {
+            writer: pool.clone(),
+            reader: pool,
+            committed,
+            closing: Arc::new(closing),
+        })
+    }
+}
