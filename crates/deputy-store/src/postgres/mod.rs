@@ -11,12 +11,16 @@
 //!   bus, so any node's streams follow any node's tasks live.
 
 #[path = "../backend/output.rs"]
+#[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod output;
 #[path = "../backend/rows.rs"]
+#[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod rows;
 #[path = "../backend/store.rs"]
+#[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod store;
 #[path = "../backend/tasks.rs"]
+#[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod tasks;
 
 use std::sync::Arc;

@@ -6,12 +6,16 @@
 //! process writes the same database.
 
 #[path = "../backend/output.rs"]
+#[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod output;
 #[path = "../backend/rows.rs"]
+#[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod rows;
 #[path = "../backend/store.rs"]
+#[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod store;
 #[path = "../backend/tasks.rs"]
+#[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod tasks;
 
 use std::path::Path;
