@@ -118,6 +118,10 @@ impl Client {
         }
     }
 
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        self.send(self.req(Method::GET, "/v1/nodes")).await
+    }
+
     pub async fn status(&self) -> Result<DaemonStatus> {
         self.send(self.req(Method::GET, "/v1/status")).await
     }

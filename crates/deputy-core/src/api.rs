@@ -186,3 +186,17 @@ pub struct DaemonStatus {
     pub queue_paused: bool,
     pub last_event: i64,
 }
+
+/// A node (daemon) sharing the store, as `GET /v1/nodes` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeInfo {
+    pub id: String,
+    /// Its HTTP API.
+    pub address: Option<String>,
+    pub started_at: Millis,
+    /// Its last heartbeat.
+    pub heartbeat_at: Millis,
+    /// Tasks it runs now.
+    pub running: u64,
+}

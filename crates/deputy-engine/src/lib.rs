@@ -48,6 +48,8 @@ pub struct EngineConfig {
     pub resources: ResourceLimits,
     pub resource_sample: Duration,
     pub output_flush_interval: Duration,
+    /// This node's HTTP API, recorded for `deputy nodes`.
+    pub address: Option<String>,
 }
 
 impl EngineConfig {
@@ -61,6 +63,7 @@ impl EngineConfig {
             resources: ResourceLimits::default(),
             resource_sample: Duration::from_secs(1),
             output_flush_interval: Duration::from_millis(50),
+            address: None,
         }
     }
 }
@@ -157,7 +160,9 @@ impl Engine {
     pub async fn start(store: Arc<dyn Store>, cfg: EngineConfig) -> Result<Self, EngineError> {
         let halt = CancellationToken::new();
         let metrics = Metrics::new();
-        store.register_node(&cfg.node, None, now_ms()).await?;
+        store
+            .register_node(&cfg.node, cfg.address.as_deref(), now_ms())
+            .await?;
         let bus = EventBus::start(store.clone(), halt.clone(), metrics.clone()).await?;
         recovery::recover(&store, &cfg).await?;
         let resources = if cfg.resources.is_off() {
@@ -179,6 +184,7 @@ impl Engine {
         });
         tokio::spawn(scheduler::run(inner.clone()));
         tokio::spawn(heartbeat(inner.clone()));
+        tokio::spawn(follow_log(inner.clone(), bus.subscribe()));
         Ok(Self { inner, bus })
     }
 
@@ -366,6 +372,8 @@ impl Engine {
     }
 }
 
+/// Renews this node's leases; stops supervisors whose task another node recovered;
+/// recovers tasks whose node stopped heartbeating.
 async fn heartbeat(inner: Arc<Inner>) {
     let every = inner.cfg.lease / 3;
     let mut tick = tokio::time::interval(every);
@@ -375,9 +383,77 @@ async fn heartbeat(inner: Arc<Inner>) {
             _ = tick.tick() => {}
             () = inner.halt.cancelled() => break,
         }
+        // Taken before renewing: every task in it was claimed (committed) before the
+        // renewal, so one missing from the renewed set has really lost its lease.
+        let local: Vec<TaskId> = inner
+            .running
+            .lock()
+            .expect("running map")
+            .keys()
+            .copied()
+            .collect();
         let until = now_ms() + inner.cfg.lease.as_millis() as i64;
-        if let Err(e) = inner.store.renew_leases(&inner.cfg.node, until).await {
-            tracing::error!(%e, "renewing leases failed");
+        match inner.store.renew_leases(&inner.cfg.node, until).await {
+            Ok(renewed) => {
+                for id in local.iter().filter(|id| !renewed.contains(id)) {
+                    let lost = inner
+                        .running
+                        .lock()
+                        .expect("running map")
+                        .get(id)
+                        .map(|e| e.stops.clone());
+                    if let Some(stops) = lost {
+                        tracing::warn!(task = %id, "lease lost to another node; stopping the local process");
+                        stops.interrupt.cancel();
+                    }
+                }
+            }
+            Err(e) => tracing::error!(%e, "renewing leases failed"),
+        }
+        match recovery::recover_expired(&inner.store, &inner.cfg).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(
+                    recovered = n,
+                    "recovered tasks of nodes that stopped heartbeating"
+                );
+                inner.wake.notify_one();
+            }
+            Err(e) => tracing::error!(%e, "recovering expired leases failed"),
+        }
+    }
+}
+
+/// Follows the log for what other nodes (or this one) changed: cancels reach the local
+/// supervisor, and every change that may free or add work wakes the scheduler.
+async fn follow_log(
+    inner: Arc<Inner>,
+    mut events: tokio::sync::broadcast::Receiver<Arc<bus::Published>>,
+) {
+    loop {
+        tokio::select! {
+            r = events.recv() => match r {
+                Ok(p) => match (&p.event.body, p.event.task) {
+                    (deputy_core::EventBody::TaskCancelRequested { reason }, Some(id)) => {
+                        inner.signal_cancel(id, reason.clone());
+                    }
+                    (deputy_core::EventBody::TaskOutput { .. }, _) => {}
+                    // Any other change, made here or on another node (a task queued, a
+                    // slot freed, a group resumed), may let this node start something.
+                    _ => inner.wake.notify_one(),
+                },
+                // Missed events: the stored flag is still there; re-check local tasks.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let local: Vec<TaskId> = inner.running.lock().expect("running map").keys().copied().collect();
+                    for id in local {
+                        if inner.store.cancel_requested(id).await.unwrap_or(false) {
+                            inner.signal_cancel(id, None);
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+            () = inner.halt.cancelled() => break,
         }
     }
 }

@@ -54,3 +54,43 @@ pub(crate) async fn recover(store: &Arc<dyn Store>, cfg: &EngineConfig) -> Resul
     }
     Ok(())
 }
+
+/// Recovers running tasks whose lease expired (their node stopped heartbeating), on
+/// whichever node notices first: each is a compare-and-set, so only one node records
+/// it. The dead node's processes cannot be reached from here; if that node is merely
+/// stalled, it finds its lease gone at its next heartbeat and stops them itself.
+pub(crate) async fn recover_expired(
+    store: &Arc<dyn Store>,
+    cfg: &EngineConfig,
+) -> Result<usize, StoreError> {
+    let now = now_ms();
+    let mut recovered = 0;
+    for t in store.running(None).await? {
+        if t.lease_expires_at.is_none_or(|at| at >= now) {
+            continue;
+        }
+        let retry_at = may_retry(&t.spec.retry, t.attempt).then_some(now);
+        let owner = t.node.clone().unwrap_or_else(|| "?".into());
+        let finish = Finish {
+            id: t.id,
+            attempt: t.attempt,
+            status: Status::Interrupted,
+            exit_code: None,
+            signal: None,
+            reason: Some(format!(
+                "node {owner} stopped heartbeating; its lease expired"
+            )),
+            retry_at,
+            now,
+        };
+        match store.finish(finish).await {
+            Ok(after) => {
+                recovered += 1;
+                tracing::warn!(task = %t.id, attempt = t.attempt, %owner, by = %cfg.node, now = %after.status, "recovered an expired lease");
+            }
+            Err(StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(recovered)
+}

@@ -459,3 +459,8 @@ pub(crate) async fn clean(
         deleted: state.engine.store().clean(before).await?,
     }))
 }
+
+#[utoipa::path(get, path = "/v1/nodes", tag = "health", responses((status = 200, description = "Nodes sharing the store", body = Vec<NodeInfo>)))]
+pub(crate) async fn nodes(State(state): State<AppState>) -> Result<Json<Vec<NodeInfo>>, ApiError> {
+    Ok(Json(state.engine.store().nodes().await?))
+}

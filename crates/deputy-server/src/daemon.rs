@@ -46,6 +46,8 @@ pub struct DaemonConfig {
     pub write_timeout: Duration,
     /// How long output may wait in memory before it is stored and announced.
     pub output_flush_interval: Duration,
+    /// A PostgreSQL URL: share the queue with other nodes. None: SQLite in the data dir.
+    pub database: Option<String>,
 }
 
 impl DaemonConfig {
@@ -68,6 +70,7 @@ impl DaemonConfig {
             api_token: None,
             write_timeout: Duration::from_secs(30),
             output_flush_interval: Duration::from_millis(50),
+            database: None,
         }
     }
 }
@@ -194,12 +197,31 @@ pub async fn start(cfg: DaemonConfig) -> anyhow::Result<Daemon> {
         .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let lock = lock_data_dir(&cfg.data_dir)?;
     let node = node_id(&cfg.data_dir)?;
-    let db = cfg.data_dir.join(DB_FILE);
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&db)
-            .await
-            .with_context(|| format!("cannot open the database {}", db.display()))?,
-    );
+    let store: Arc<dyn Store> = match &cfg.database {
+        Some(url) => Arc::new(
+            deputy_store::postgres::PgStore::open(url)
+                .await
+                .with_context(|| {
+                    format!("cannot open the PostgreSQL database {}", redact_url(url))
+                })?,
+        ),
+        None => {
+            let db = cfg.data_dir.join(DB_FILE);
+            Arc::new(
+                SqliteStore::open(&db)
+                    .await
+                    .with_context(|| format!("cannot open the database {}", db.display()))?,
+            )
+        }
+    };
+    // Bound before the engine starts, so the node registers with its real address.
+    let listener = TcpListener::bind(cfg.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (is another daemon using it? set another address with --listen or DEPUTY_LISTEN)",
+            cfg.listen
+        )
+    })?;
+    let addr = listener.local_addr()?;
     let cwd = std::env::current_dir()
         .ok()
         .or_else(dirs_home)
@@ -218,15 +240,9 @@ pub async fn start(cfg: DaemonConfig) -> anyhow::Result<Daemon> {
     ecfg.resources = cfg.resources;
     ecfg.lease = cfg.lease;
     ecfg.output_flush_interval = cfg.output_flush_interval;
+    ecfg.address = Some(format!("http://{addr}"));
     let engine = Engine::start(store.clone(), ecfg).await?;
 
-    let listener = TcpListener::bind(cfg.listen).await.with_context(|| {
-        format!(
-            "cannot listen on {} (is another daemon using it? set another address with --listen or DEPUTY_LISTEN)",
-            cfg.listen
-        )
-    })?;
-    let addr = listener.local_addr()?;
     let started_at = now_ms();
     let http_stop = CancellationToken::new();
     let state = AppState {
@@ -285,6 +301,25 @@ pub async fn run(
     tracing::info!("shutting down");
     daemon.stop().await;
     Ok(())
+}
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
 }
 
 fn dirs_home() -> Option<PathBuf> {

@@ -47,6 +47,7 @@ pub fn app(state: AppState, max_body: usize, token: Option<auth::Token>) -> Rout
         .route("/readyz", get(api::readyz))
         .route("/v1/version", get(api::version))
         .route("/v1/status", get(api::status))
+        .route("/v1/nodes", get(api::nodes))
         .route("/v1/tasks", post(api::submit).get(api::list))
         .route("/v1/tasks/{id}", get(api::get_task))
         .route("/v1/tasks/{id}/cancel", post(api::cancel))

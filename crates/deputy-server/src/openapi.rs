@@ -14,7 +14,7 @@ use crate::{api, metrics_http, sse};
         description = "Queue, run and observe shell tasks (and, later, agents). Errors are `{\"error\": {\"code\", \"message\"}}`. With an API token configured, send `Authorization: Bearer <token>`."
     ),
     paths(
-        api::healthz, api::readyz, api::version, api::status,
+        api::healthz, api::readyz, api::version, api::status, api::nodes,
         api::submit, api::list, api::get_task, api::cancel, api::retry, api::logs,
         sse::task_events, sse::all_events,
         api::pause, api::resume, api::groups, api::add_group, api::update_group, api::clean,
@@ -89,6 +89,7 @@ mod tests {
             "/v1/clean",
             "/v1/status",
             "/v1/version",
+            "/v1/nodes",
             "/healthz",
             "/readyz",
             "/metrics",

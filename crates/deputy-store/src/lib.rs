@@ -174,8 +174,12 @@ pub trait Store: Send + Sync + 'static {
     async fn promote_due(&self, now: Millis) -> Result<u64>;
     /// When the next scheduled task becomes ready.
     async fn next_ready_at(&self) -> Result<Option<Millis>>;
-    /// Extends the leases of `node`'s running tasks.
-    async fn renew_leases(&self, node: &NodeId, until: Millis) -> Result<u64>;
+    /// Extends the leases of `node`'s running tasks and records its heartbeat. Returns
+    /// the tasks whose lease was renewed: a task the node runs that is missing from it
+    /// was recovered by another node, which now owns it.
+    async fn renew_leases(&self, node: &NodeId, until: Millis) -> Result<Vec<TaskId>>;
+    /// Every node with its running count and last heartbeat.
+    async fn nodes(&self) -> Result<Vec<deputy_core::api::NodeInfo>>;
     /// Running tasks, of one node or of all.
     async fn running(&self, node: Option<&NodeId>) -> Result<Vec<Task>>;
 

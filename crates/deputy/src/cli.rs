@@ -56,6 +56,11 @@ pub enum Command {
     Group(GroupCommand),
     /// Delete finished tasks older than N days, with their output.
     Clean(CleanArgs),
+    /// List the nodes (daemons) sharing the queue.
+    Nodes {
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -71,6 +76,9 @@ pub struct ServeArgs {
     /// Tasks to run at once.
     #[arg(long)]
     pub parallel: Option<String>,
+    /// PostgreSQL URL: share one queue with other nodes (also DEPUTY_DATABASE).
+    #[arg(long)]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -97,6 +97,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "disconnect a client that accepts no data for this long",
     ),
     (
+        "database",
+        "",
+        "PostgreSQL URL to share one queue between nodes; empty: SQLite in the data dir",
+    ),
+    (
         "output_flush_interval",
         "50ms",
         "how long output may wait before it is stored and streamed; 0ms stores every read",
@@ -314,6 +319,16 @@ impl Config {
             Ok(d)
         })?;
         d.api_token = self.api_token();
+        let db = &self.raw("database").value;
+        d.database = match db.trim() {
+            "" => None,
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Some(url.to_string())
+            }
+            other => bail!(
+                "config `database` = `{other}`: use a postgres:// URL, or leave it empty for SQLite"
+            ),
+        };
         if let Some(t) = &d.api_token {
             deputy_server::auth::Token::new(t)
                 .map_err(|m| anyhow::anyhow!("config `api_token`: {m}"))?;

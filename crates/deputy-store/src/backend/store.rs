@@ -184,20 +184,41 @@ impl Store for DbStore {
         .await?)
     }
 
-    async fn renew_leases(&self, node: &NodeId, until: Millis) -> Result<u64> {
-        let r = sqlx::query(sql(
-            "UPDATE tasks SET lease_expires_at = ? WHERE node = ? AND status = 'running'",
+    async fn renew_leases(&self, node: &NodeId, until: Millis) -> Result<Vec<TaskId>> {
+        let ids: Vec<String> = sqlx::query_scalar(sql(
+            "UPDATE tasks SET lease_expires_at = ? WHERE node = ? AND status = 'running' RETURNING id",
         ))
         .bind(until)
         .bind(&node.0)
-        .execute(&self.writer)
+        .fetch_all(&self.writer)
         .await?;
         sqlx::query(sql("UPDATE nodes SET heartbeat_at = ? WHERE id = ?"))
             .bind(deputy_core::time::now_ms())
             .bind(&node.0)
             .execute(&self.writer)
             .await?;
-        Ok(r.rows_affected())
+        ids.iter().map(|s| rows::parse_id(s)).collect()
+    }
+
+    async fn nodes(&self) -> Result<Vec<deputy_core::api::NodeInfo>> {
+        let rows: Vec<(String, Option<String>, i64, i64, i64)> =
+            sqlx::query_as(sql("SELECT n.id, n.address, n.started_at, n.heartbeat_at,
+                    (SELECT COUNT(*) FROM tasks t WHERE t.node = n.id AND t.status = 'running')
+             FROM nodes n ORDER BY n.heartbeat_at DESC"))
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, address, started_at, heartbeat_at, running)| deputy_core::api::NodeInfo {
+                    id,
+                    address,
+                    started_at,
+                    heartbeat_at,
+                    running: running as u64,
+                },
+            )
+            .collect())
     }
 
     async fn running(&self, node: Option<&NodeId>) -> Result<Vec<Task>> {

@@ -106,6 +106,37 @@ pub async fn group(cfg: &Config, g: GroupCommand) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+pub async fn nodes(cfg: &Config, json: bool) -> anyhow::Result<u8> {
+    let client = connect::client(cfg)?;
+    let nodes = client.nodes().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&nodes)?);
+        return Ok(0);
+    }
+    let now = deputy_core::time::now_ms();
+    let mut rows = vec![vec![
+        "NODE".to_string(),
+        "ADDRESS".into(),
+        "RUNNING".into(),
+        "LAST SEEN".into(),
+        "UP".into(),
+    ]];
+    for n in nodes {
+        rows.push(vec![
+            n.id,
+            n.address.unwrap_or_else(|| "-".into()),
+            n.running.to_string(),
+            format!(
+                "{} ago",
+                deputy_core::time::short_duration(now - n.heartbeat_at)
+            ),
+            deputy_core::time::short_duration(now - n.started_at),
+        ]);
+    }
+    print!("{}", render::table(&rows));
+    Ok(0)
+}
+
 pub async fn clean(cfg: &Config, a: CleanArgs) -> anyhow::Result<u8> {
     let client = connect::client(cfg)?;
     let r = client.clean(a.days).await?;
@@ -124,6 +155,13 @@ pub fn config_show(cfg: &Config) -> anyhow::Result<u8> {
                 .map_or(2, |n| n.get())
                 .to_string(),
             ("api_token", v) if !v.is_empty() => "<set, hidden>".into(),
+            ("database", v) if v.contains('@') => match (v.find("://"), v.rfind('@')) {
+                (Some(scheme), Some(at)) if v[scheme + 3..at].contains(':') => {
+                    let user_end = scheme + 3 + v[scheme + 3..at].find(':').unwrap_or(0);
+                    format!("{}:***{}", &v[..user_end], &v[at..])
+                }
+                _ => v.to_string(),
+            },
             (_, "") => "(unset)".into(),
             (_, v) => v.to_string(),
         };

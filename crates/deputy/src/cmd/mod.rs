@@ -26,6 +26,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         if let Some(p) = &s.parallel {
             flags.push(("parallel", p.clone()));
         }
+        if let Some(d) = &s.database {
+            flags.push(("database", d.clone()));
+        }
     }
     if let Command::Demo(_) = &cli.command {
         return demo::run(cli.command).await;
@@ -45,6 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Resume(a) => manage::pause(&cfg, a, false).await,
         Command::Group(g) => manage::group(&cfg, g).await,
         Command::Clean(a) => manage::clean(&cfg, a).await,
+        Command::Nodes { json } => manage::nodes(&cfg, json).await,
         Command::Demo(_) => unreachable!("handled above"),
     }
 }

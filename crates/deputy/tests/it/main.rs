@@ -3,6 +3,7 @@
 //! deadline, never on sleeps.
 
 mod cli;
+mod cluster;
 mod dag;
 mod harness;
 mod http;
