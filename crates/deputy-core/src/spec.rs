@@ -146,19 +146,25 @@ impl Command {
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TaskKind {
-    Shell { command: Command },
+    Shell {
+        command: Command,
+    },
+    /// Does nothing and succeeds: a join point in a DAG, or a probe of the queue itself.
+    Noop,
 }
 
 impl TaskKind {
     pub fn name(&self) -> &'static str {
         match self {
             TaskKind::Shell { .. } => "shell",
+            TaskKind::Noop => "noop",
         }
     }
 
     pub fn summary(&self) -> String {
         match self {
             TaskKind::Shell { command } => command.display(),
+            TaskKind::Noop => "(noop)".to_string(),
         }
     }
 }

@@ -325,61 +325,27 @@ impl NewTask {
         defaults: &SubmitDefaults,
         now: Millis,
     ) -> Result<ValidTask, ValidationError> {
-        let kind = self.kind.as_deref().unwrap_or("shell");
-        if kind != "shell" {
-            return Err(ValidationError::new(
-                "kind",
-                format!(
-                    "`{}` is not a task kind: use shell",
-                    truncate_for_message(kind)
-                ),
-            ));
-        }
-        let command = match self.command {
-            None => {
+        let kind = match (self.kind.as_deref().unwrap_or("shell"), self.command) {
+            ("noop", None) => TaskKind::Noop,
+            ("noop", Some(_)) => {
                 return Err(ValidationError::new(
                     "command",
-                    "a shell task needs a command",
+                    "a noop task takes no command",
                 ));
             }
-            Some(Command::Line(line)) => {
-                if line.trim().is_empty() {
-                    return Err(ValidationError::new("command", "the command is empty"));
-                }
-                check_len("command", &line, MAX_COMMAND_BYTES)?;
-                Command::Line(line)
-            }
-            Some(Command::Argv(argv)) => {
-                if argv.is_empty() || argv[0].is_empty() {
-                    return Err(ValidationError::new("command", "the argv list is empty"));
-                }
-                if argv.len() > MAX_ARGV {
-                    return Err(ValidationError::new(
-                        "command",
-                        format!("at most {MAX_ARGV} arguments"),
-                    ));
-                }
-                let total: usize = argv.iter().map(|a| a.len() + 1).sum();
-                if total > MAX_COMMAND_BYTES {
-                    return Err(too_long("command", total, MAX_COMMAND_BYTES));
-                }
-                if argv.iter().any(|a| a.contains('\0')) {
-                    return Err(ValidationError::new(
-                        "command",
-                        "arguments may not contain NUL bytes",
-                    ));
-                }
-                Command::Argv(argv)
+            ("shell", command) => TaskKind::Shell {
+                command: validate_command(command)?,
+            },
+            (other, _) => {
+                return Err(ValidationError::new(
+                    "kind",
+                    format!(
+                        "`{}` is not a task kind: use shell or noop",
+                        truncate_for_message(other)
+                    ),
+                ));
             }
         };
-        if let Command::Line(l) = &command
-            && l.contains('\0')
-        {
-            return Err(ValidationError::new(
-                "command",
-                "the command may not contain NUL bytes",
-            ));
-        }
 
         if let Some(name) = &self.name {
             if name.trim().is_empty() {
@@ -513,7 +479,7 @@ impl NewTask {
                 labels: self.labels,
                 priority: self.priority.unwrap_or_default(),
                 group,
-                kind: TaskKind::Shell { command },
+                kind,
                 cwd,
                 env: self.env,
                 timeout_ms,
@@ -526,6 +492,56 @@ impl NewTask {
             key: self.key,
         })
     }
+}
+
+/// A shell task's command: present, not empty, bounded, without NUL bytes.
+fn validate_command(command: Option<Command>) -> Result<Command, ValidationError> {
+    let command = match command {
+        None => {
+            return Err(ValidationError::new(
+                "command",
+                "a shell task needs a command",
+            ));
+        }
+        Some(Command::Line(line)) => {
+            if line.trim().is_empty() {
+                return Err(ValidationError::new("command", "the command is empty"));
+            }
+            check_len("command", &line, MAX_COMMAND_BYTES)?;
+            Command::Line(line)
+        }
+        Some(Command::Argv(argv)) => {
+            if argv.is_empty() || argv[0].is_empty() {
+                return Err(ValidationError::new("command", "the argv list is empty"));
+            }
+            if argv.len() > MAX_ARGV {
+                return Err(ValidationError::new(
+                    "command",
+                    format!("at most {MAX_ARGV} arguments"),
+                ));
+            }
+            let total: usize = argv.iter().map(|a| a.len() + 1).sum();
+            if total > MAX_COMMAND_BYTES {
+                return Err(too_long("command", total, MAX_COMMAND_BYTES));
+            }
+            if argv.iter().any(|a| a.contains('\0')) {
+                return Err(ValidationError::new(
+                    "command",
+                    "arguments may not contain NUL bytes",
+                ));
+            }
+            Command::Argv(argv)
+        }
+    };
+    if let Command::Line(l) = &command
+        && l.contains('\0')
+    {
+        return Err(ValidationError::new(
+            "command",
+            "the command may not contain NUL bytes",
+        ));
+    }
+    Ok(command)
 }
 
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {

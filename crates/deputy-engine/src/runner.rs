@@ -52,7 +52,12 @@ pub fn base_env() -> BTreeMap<String, String> {
 /// thread (not `spawn_blocking`): the parent-death signal fires when the *thread*
 /// that forked the child exits, and worker threads live as long as the runtime.
 pub fn spawn(task: &Task, base_env: &BTreeMap<String, String>) -> io::Result<Spawned> {
-    let TaskKind::Shell { command } = &task.spec.kind;
+    let TaskKind::Shell { command } = &task.spec.kind else {
+        return Err(io::Error::other(format!(
+            "a {} task has no process to spawn",
+            task.spec.kind.name()
+        )));
+    };
     let mut cmd = Command::new("/bin/sh");
     match command {
         TaskCommand::Line(line) => {

@@ -82,6 +82,9 @@ async fn run_attempt(
             Some("cancelled before it started".into()),
         );
     }
+    if matches!(task.spec.kind, deputy_core::TaskKind::Noop) {
+        return (Status::Succeeded, None, None, None);
+    }
     let spawned = match runner::spawn(task, &inner.base_env) {
         Ok(s) => s,
         Err(e) => {

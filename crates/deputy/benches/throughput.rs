@@ -1,6 +1,6 @@
 //! deputy's benchmarks. Each prints its figures and a ratio against a baseline measured
 //! in the same run, on the same machine. Run with `cargo bench -p deputy --bench throughput`
-//! (optionally naming benchmarks after `--`: `drain`, `submit`, `latency`, `list`, `fanout`).
+//! (optionally naming benchmarks after `--`: `drain`, `submit`, `latency`, `list`, `nodes`, `fanout`).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -244,6 +244,7 @@ struct ChildDaemon {
 
 impl ChildDaemon {
     async fn start(dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
         let data = dir.join("data");
         let cfg = dir.join("config.toml");
         std::fs::write(&cfg, "")?;
@@ -459,6 +460,93 @@ async fn listing() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn noop() -> NewTask {
+    NewTask {
+        kind: Some("noop".into()),
+        ..NewTask::default()
+    }
+}
+
+/// Submits `n` noop tasks to the first node and waits until all finished.
+async fn drain_noops(urls: &[String], n: usize) -> anyhow::Result<Duration> {
+    let client = Client::new(urls[0].clone());
+    let after = client.status().await?.last_event;
+    let batch: Vec<NewTask> = (0..1000.min(n)).map(|_| noop()).collect();
+    let start = Instant::now();
+    for _ in 0..n / batch.len() {
+        client.submit_batch(&batch).await?;
+    }
+    wait_finished(&client, after, n).await?;
+    Ok(start.elapsed())
+}
+
+async fn pg_schema(url: &str, name: &str) -> anyhow::Result<String> {
+    // The bench talks to PostgreSQL only through deputy; psql makes its schema.
+    let status = std::process::Command::new("psql")
+        .arg(url)
+        .args(["-qc", &format!("SET client_min_messages = warning; DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")])
+        .status()
+        .context("psql is needed to prepare the benchmark's schema")?;
+    if !status.success() {
+        bail!("psql could not create schema {name}");
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{sep}options=-c%20search_path%3D{name}"))
+}
+
+async fn cluster() -> anyhow::Result<()> {
+    const N: usize = 4000;
+    println!("== nodes: {N} noop tasks (no process) through the queue, parallel 16 per node");
+    let env = [("DEPUTY_PARALLEL", "16")];
+    let dir = tempfile::tempdir()?;
+    let one = ChildDaemon::start(&dir.path().join("sqlite"), &env).await?;
+    let sqlite = drain_noops(std::slice::from_ref(&one.url), N).await?;
+    drop(one);
+    let rate = |d: Duration| N as f64 / d.as_secs_f64();
+    println!(
+        "  SQLite, 1 node      : {:>8.0} tasks/s ({sqlite:.2?})",
+        rate(sqlite)
+    );
+    let Ok(pg) = std::env::var("DEPUTY_TEST_DATABASE_URL") else {
+        println!("  PostgreSQL: skipped (set DEPUTY_TEST_DATABASE_URL to measure it)");
+        return Ok(());
+    };
+    let url = pg_schema(&pg, "deputy_bench_one").await?;
+    let db = [("DEPUTY_PARALLEL", "16"), ("DEPUTY_DATABASE", url.as_str())];
+    let a = ChildDaemon::start(&dir.path().join("pg1"), &db).await?;
+    let pg1 = drain_noops(std::slice::from_ref(&a.url), N).await?;
+    drop(a);
+    let url = pg_schema(&pg, "deputy_bench_two").await?;
+    let db = [("DEPUTY_PARALLEL", "16"), ("DEPUTY_DATABASE", url.as_str())];
+    let a = ChildDaemon::start(&dir.path().join("pg2a"), &db).await?;
+    let b = ChildDaemon::start(&dir.path().join("pg2b"), &db).await?;
+    let pg2 = drain_noops(&[a.url.clone(), b.url.clone()], N).await?;
+    drop((a, b));
+    println!(
+        "  PostgreSQL, 1 node  : {:>8.0} tasks/s ({pg1:.2?})",
+        rate(pg1)
+    );
+    println!(
+        "  PostgreSQL, 2 nodes : {:>8.0} tasks/s ({pg2:.2?})",
+        rate(pg2)
+    );
+    println!(
+        "  ratio PostgreSQL 2 nodes / 1 node: {:.2}x; PostgreSQL 1 node / SQLite: {:.2}x (aim: >= 20k/s SQLite, >= 5k/s PostgreSQL)",
+        rate(pg2) / rate(pg1),
+        rate(pg1) / rate(sqlite)
+    );
+    for name in ["deputy_bench_one", "deputy_bench_two"] {
+        let _ = std::process::Command::new("psql")
+            .arg(&pg)
+            .args([
+                "-qc",
+                &format!("SET client_min_messages = warning; DROP SCHEMA IF EXISTS {name} CASCADE"),
+            ])
+            .status();
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; every other argument names a benchmark.
@@ -481,6 +569,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if run("list") {
         listing().await?;
+    }
+    if run("nodes") {
+        cluster().await?;
     }
     if run("fanout") {
         fanout().await?;

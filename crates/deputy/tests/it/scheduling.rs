@@ -182,3 +182,23 @@ async fn concurrent_submits_with_one_idempotency_key_create_one_task() {
     assert_eq!(d.client.list(&[]).await.unwrap().tasks.len(), 1);
     d.stop().await;
 }
+
+#[tokio::test]
+async fn noop_tasks_succeed_without_a_process_and_take_no_command() {
+    let d = TestDaemon::start(1).await;
+    let noop = NewTask {
+        kind: Some("noop".into()),
+        ..NewTask::default()
+    };
+    let t = d.submit(noop.clone()).await;
+    let done = wait_done(&d.client, t.id).await;
+    assert_eq!(done.status, Status::Succeeded);
+    assert_eq!(done.pgid, None);
+    let with_command = NewTask {
+        command: Some(deputy_core::Command::Line("true".into())),
+        ..noop
+    };
+    let err = d.client.submit(&with_command).await.unwrap_err();
+    assert_eq!(err.status(), Some(422));
+    d.stop().await;
+}
