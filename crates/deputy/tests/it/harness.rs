@@ -1,7 +1,6 @@
 //! Shared test helpers.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use deputy_client::Client;
@@ -18,6 +17,81 @@ pub struct TestDaemon {
     pub daemon: Option<Daemon>,
     pub client: Client,
     pub dir: tempfile::TempDir,
+    pg_schema: Option<String>,
+}
+
+/// With `DEPUTY_TEST_BACKEND=postgres` (and `DEPUTY_TEST_DATABASE_URL`), the engine tests run
+/// their daemons on PostgreSQL, each in its own schema; otherwise on SQLite.
+pub fn postgres_backend() -> Option<String> {
+    let wanted = std::env::var("DEPUTY_TEST_BACKEND").is_ok_and(|b| b == "postgres");
+    if !wanted {
+        return None;
+    }
+    Some(
+        std::env::var("DEPUTY_TEST_DATABASE_URL")
+            .expect("DEPUTY_TEST_BACKEND=postgres needs DEPUTY_TEST_DATABASE_URL"),
+    )
+}
+
+/// A stopped daemon's data, removed on drop.
+pub struct Stopped {
+    pub dir: tempfile::TempDir,
+    schema: Option<String>,
+}
+
+impl Stopped {
+    /// The store the daemon used, opened directly.
+    pub async fn open_store(&self) -> std::sync::Arc<dyn deputy_store::Store> {
+        match (postgres_backend(), &self.schema) {
+            (Some(base), Some(schema)) => std::sync::Arc::new(
+                deputy_store::postgres::PgStore::open(&schema_url(&base, schema))
+                    .await
+                    .unwrap(),
+            ),
+            _ => std::sync::Arc::new(
+                deputy_store::sqlite::SqliteStore::open(
+                    &self.dir.path().join("data").join("deputy.db"),
+                )
+                .await
+                .unwrap(),
+            ),
+        }
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let (Some(schema), Some(base)) = (self.schema.take(), postgres_backend()) {
+            psql(&base, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+        }
+    }
+}
+
+/// Runs one SQL statement on the test database with psql (no pool to manage in Drop).
+fn psql(url: &str, statement: &str) {
+    let _ = std::process::Command::new("psql")
+        .arg(url)
+        .args([
+            "-qc",
+            &format!("SET client_min_messages = warning; {statement}"),
+        ])
+        .status();
+}
+
+/// Creates `schema` and returns a URL whose connections use it.
+fn schema_url(base: &str, schema: &str) -> String {
+    psql(base, &format!("CREATE SCHEMA IF NOT EXISTS {schema}"));
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+}
+
+/// A schema name that is the same for the same data dir (a restarted daemon finds its
+/// database again) and different across tests.
+fn schema_for(data_dir: &std::path::Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut h);
+    format!("deputy_it_{:016x}", h.finish())
 }
 
 impl TestDaemon {
@@ -34,6 +108,11 @@ impl TestDaemon {
         cfg.shutdown_grace = Duration::from_secs(5);
         cfg.retention = None;
         cfg.resources = ResourceLimits::default();
+        let pg_schema = postgres_backend().map(|base| {
+            let schema = schema_for(dir.path());
+            cfg.database = Some(schema_url(&base, &schema));
+            schema
+        });
         tweak(&mut cfg);
         let daemon = deputy_server::daemon::start(cfg).await.unwrap();
         let client = Client::new(daemon.url());
@@ -41,6 +120,7 @@ impl TestDaemon {
             daemon: Some(daemon),
             client,
             dir,
+            pg_schema,
         }
     }
 
@@ -48,20 +128,20 @@ impl TestDaemon {
         self.client.base().to_string()
     }
 
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
     pub async fn submit(&self, t: NewTask) -> Task {
         self.client.submit(&t).await.unwrap().task
     }
 
-    /// Stops the daemon gracefully; the data dir stays until the returned guard drops.
-    pub async fn stop(mut self) -> tempfile::TempDir {
+    /// Stops the daemon gracefully; its data (dir, and schema on PostgreSQL) stays until
+    /// the returned guard drops.
+    pub async fn stop(mut self) -> Stopped {
         if let Some(d) = self.daemon.take() {
             d.stop().await;
         }
-        self.dir
+        Stopped {
+            schema: self.pg_schema.take(),
+            dir: self.dir,
+        }
     }
 
     /// All events in the log, oldest first.
@@ -200,6 +280,7 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 pub struct ChildDaemon {
     pub child: std::process::Child,
     pub client: Client,
+    pg_schema: Option<String>,
 }
 
 impl ChildDaemon {
@@ -214,6 +295,9 @@ impl ChildDaemon {
             .env("DEPUTY_KILL_GRACE", "1s")
             .env("DEPUTY_LOG", "warn")
             .stdin(std::process::Stdio::null());
+        if let Some(base) = postgres_backend() {
+            cmd.env("DEPUTY_DATABASE", schema_url(&base, &schema_for(data_dir)));
+        }
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -235,6 +319,7 @@ impl ChildDaemon {
         Self {
             child,
             client: Client::new(url.unwrap()),
+            pg_schema: postgres_backend().map(|_| schema_for(data_dir)),
         }
     }
 
@@ -277,6 +362,9 @@ impl Drop for ChildDaemon {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        if let (Some(schema), Some(base)) = (self.pg_schema.take(), postgres_backend()) {
+            psql(&base, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
         }
     }
 }

@@ -1,11 +1,7 @@
 //! Output capture: the cap, head and tail, memory, and bytes that are not UTF-8.
 
-use std::sync::Arc;
-
 use deputy_core::submit::{NewTask, SizeInput};
 use deputy_core::{Status, Stream};
-use deputy_store::Store;
-use deputy_store::sqlite::SqliteStore;
 
 use crate::harness::*;
 
@@ -148,9 +144,8 @@ async fn bytes_that_are_not_utf8_are_stored_as_they_are_and_shown_lossily() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("café"));
 
-    let db = d.data_dir().join("deputy.db");
-    let _dir = d.stop().await;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).await.unwrap());
+    let stopped = d.stop().await;
+    let store = stopped.open_store().await;
     let chunks = store
         .read_output(t.id, 1, Some(Stream::Stdout), 0)
         .await
