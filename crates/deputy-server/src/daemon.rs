@@ -248,6 +248,8 @@ pub async fn start(cfg: DaemonConfig) -> anyhow::Result<Daemon> {
     let state = AppState {
         engine: engine.clone(),
         stopping: http_stop.clone(),
+        self_client: deputy_client::Client::new(format!("http://{addr}"))
+            .with_token(cfg.api_token.clone()),
         started_at,
         data_dir: cfg.data_dir.display().to_string(),
     };

@@ -28,6 +28,8 @@ pub struct AppState {
     pub engine: Engine,
     /// Cancelled when the daemon stops: open event streams end.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// The daemon's own API, for the MCP endpoint's tools.
+    pub self_client: deputy_client::Client,
     pub started_at: Millis,
     pub data_dir: String,
 }
@@ -62,6 +64,7 @@ pub fn app(state: AppState, max_body: usize, token: Option<auth::Token>) -> Rout
         .route("/v1/clean", post(api::clean))
         .route("/metrics", get(metrics_http::metrics))
         .route("/v1/openapi.json", get(openapi_json))
+        .nest_service("/mcp", deputy_mcp::http_service(state.self_client.clone()))
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see the README's HTTP section")
         })

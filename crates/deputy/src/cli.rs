@@ -56,6 +56,9 @@ pub enum Command {
     Group(GroupCommand),
     /// Delete finished tasks older than N days, with their output.
     Clean(CleanArgs),
+    /// Serve MCP on stdin/stdout for an AI agent (Claude Code, Cursor, ...); starts a
+    /// daemon in the background if none is running.
+    Mcp,
     /// List the nodes (daemons) sharing the queue.
     Nodes {
         #[arg(long)]

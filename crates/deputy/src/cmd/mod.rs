@@ -49,6 +49,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Group(g) => manage::group(&cfg, g).await,
         Command::Clean(a) => manage::clean(&cfg, a).await,
         Command::Nodes { json } => manage::nodes(&cfg, json).await,
+        Command::Mcp => {
+            let client = crate::connect::client_or_start(&cfg).await?;
+            deputy_mcp::serve_stdio(client)
+                .await
+                .map_err(|e| anyhow::anyhow!("MCP session failed: {e}"))?;
+            Ok(0)
+        }
         Command::Demo(_) => unreachable!("handled above"),
     }
 }

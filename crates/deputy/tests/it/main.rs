@@ -8,6 +8,7 @@ mod dag;
 mod harness;
 mod http;
 mod input;
+mod mcp;
 mod output;
 mod processes;
 mod races;

@@ -1,0 +1,667 @@
+//! deputy's MCP server. A thin client of the daemon's HTTP API (through
+//! `deputy-client`), never a second engine: the same tools serve stdio (`deputy mcp`)
+//! and streamable HTTP (`/mcp` on the daemon).
+//!
+//! Tool inputs are validated here and a bad one comes back as a tool error (`isError`)
+//! with a message a model can act on; the server keeps serving.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deputy_client::{Client, ClientError};
+use deputy_core::submit::{DepInput, DepTarget, NewTask, SizeInput, TimeoutInput};
+use deputy_core::{Command, EventBody, Priority, Status};
+use futures_util::StreamExt;
+use rmcp::handler::server::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, ListResourceTemplatesResult, ListResourcesResult,
+    PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, RequestMetaObject, Resource, ResourceContents,
+    ResourceTemplate, ServerCapabilities, ServerConfig, SubscribeRequestParams,
+    UnsubscribeRequestParams,
+};
+use rmcp::service::RequestContext;
+use rmcp::{
+    ErrorData as McpError, Peer, RoleServer, ServerHandler, schemars, tool, tool_handler,
+    tool_router,
+};
+use serde::Deserialize;
+
+/// The longest a WaitForTask call may block.
+const MAX_WAIT_SECS: f64 = 3600.0;
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DelegateArgs {
+    /// For shell tasks: the command line to run with `sh -c`, e.g. "cargo test -p core".
+    #[serde(default)]
+    pub command: Option<String>,
+    /// For agent tasks (not available yet in this version): what the agent should do.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// "shell" (default). Agent kinds arrive with deputy's agent support.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// A short name shown in listings.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// "P0" (critical), "P1" (high) or "P2" (normal, the default).
+    #[serde(default)]
+    pub priority: Option<String>,
+    /// Absolute directory to run in. Defaults to the daemon's directory.
+    #[serde(default)]
+    pub working_directory: Option<String>,
+    /// Seconds before the task is stopped and marked timed_out (more than 0).
+    #[serde(default)]
+    pub timeout: Option<f64>,
+    /// Bytes of output to keep (the head and a rolling tail beyond it).
+    #[serde(default)]
+    pub max_output_buffer: Option<u64>,
+    /// Task ids (or 8+ character prefixes) that must succeed before this one runs.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Queue group; "default" unless given. The group must exist.
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Submitting again with the same key returns the first task instead of a new one.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusArgs {
+    /// A task id (or prefix). Without it, a filtered list of tasks.
+    #[serde(default)]
+    pub task_id: Option<String>,
+    /// Comma-separated statuses, e.g. "running,queued" (list only).
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListArgs {
+    /// Comma-separated statuses: blocked, scheduled, queued, running, succeeded, failed,
+    /// cancelled, timed_out, interrupted.
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Text in the name or command.
+    #[serde(default)]
+    pub search: Option<String>,
+    /// At most this many, newest first (default 20, at most 1000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogsArgs {
+    pub task_id: String,
+    /// Only the last N lines.
+    #[serde(default)]
+    pub tail: Option<u32>,
+    /// "stdout" or "stderr" (default: both, interleaved).
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// Start at this byte offset of the stream (needs `stream`): poll for new output.
+    #[serde(default)]
+    pub offset: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelArgs {
+    pub task_id: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdArgs {
+    pub task_id: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitArgs {
+    pub task_id: String,
+    /// Seconds to wait at most (default 60, at most 3600). Returns early when the task ends.
+    #[serde(default)]
+    pub timeout: Option<f64>,
+}
+
+#[derive(Clone)]
+pub struct DeputyMcp {
+    client: Client,
+    tool_router: ToolRouter<Self>,
+    /// Live resource subscriptions of this session, by URI.
+    subscriptions: Arc<Mutex<HashMap<String, tokio::task::AbortHandle>>>,
+}
+
+impl Drop for DeputyMcp {
+    fn drop(&mut self) {
+        // The last clone of a session's server stops its followers.
+        if Arc::strong_count(&self.subscriptions) == 1 {
+            for (_, h) in self.subscriptions.lock().expect("subscriptions").drain() {
+                h.abort();
+            }
+        }
+    }
+}
+
+const LOGS_PREFIX: &str = "deputy://tasks/";
+const LOGS_SUFFIX: &str = "/logs";
+
+/// The task id in `deputy://tasks/{id}/logs`.
+fn logs_uri_id(uri: &str) -> Option<&str> {
+    uri.strip_prefix(LOGS_PREFIX)?.strip_suffix(LOGS_SUFFIX)
+}
+
+impl std::fmt::Debug for DeputyMcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeputyMcp")
+            .field("daemon", &self.client.base())
+            .finish()
+    }
+}
+
+fn ok_json(v: serde_json::Value) -> Result<CallToolResult, McpError> {
+    let text = serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string());
+    Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
+}
+
+/// A tool error the model can read and act on.
+fn tool_error(message: impl Into<String>) -> Result<CallToolResult, McpError> {
+    Ok(CallToolResult::error(vec![ContentBlock::text(
+        message.into(),
+    )]))
+}
+
+fn from_client(e: ClientError) -> Result<CallToolResult, McpError> {
+    match e {
+        ClientError::Api { message, .. } => tool_error(message),
+        other => tool_error(format!("deputy daemon error: {other}")),
+    }
+}
+
+impl DeputyMcp {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            tool_router: Self::tool_router(),
+            subscriptions: Arc::default(),
+        }
+    }
+}
+
+#[tool_router]
+impl DeputyMcp {
+    #[tool(
+        name = "DelegateTask",
+        description = "Hand a task to deputy to run in the background: a shell command now (agent prompts later). Returns at once with the task id and status; use WaitForTask, TaskStatus and TaskLogs to follow it."
+    )]
+    async fn delegate_task(
+        &self,
+        Parameters(a): Parameters<DelegateArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        match a.kind.as_deref().unwrap_or("shell") {
+            "shell" => {}
+            "agent" => {
+                return tool_error(
+                    "agent tasks are not available in this version of deputy yet; use kind \"shell\" with a command",
+                );
+            }
+            other => return tool_error(format!("kind `{other}` is not known: use \"shell\"")),
+        }
+        let command = match (a.command, a.prompt) {
+            (Some(c), _) if !c.trim().is_empty() => c,
+            (_, Some(_)) => {
+                return tool_error(
+                    "a shell task needs `command`; `prompt` is for agent tasks, which are not available yet",
+                );
+            }
+            _ => return tool_error("give the shell `command` to run (e.g. \"cargo test\")"),
+        };
+        let priority = match a.priority.as_deref().map(str::parse::<Priority>) {
+            None => None,
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => return tool_error(e),
+        };
+        let timeout = match a.timeout {
+            None => None,
+            Some(s) if s.is_finite() && s > 0.0 => {
+                Some(TimeoutInput::Millis((s * 1000.0).ceil() as u64))
+            }
+            Some(s) => {
+                return tool_error(format!(
+                    "timeout must be a number of seconds above 0, got {s}"
+                ));
+            }
+        };
+        let mut depends_on = Vec::new();
+        for d in &a.depends_on {
+            match d.parse() {
+                Ok(id) => depends_on.push(DepInput {
+                    target: DepTarget::Task(id),
+                    mode: deputy_core::DepMode::Success,
+                }),
+                Err(e) => return tool_error(format!("dependsOn: {e}")),
+            }
+        }
+        let task = NewTask {
+            command: Some(Command::Line(command)),
+            name: a.name,
+            labels: a.labels,
+            priority,
+            group: a.group,
+            depends_on,
+            cwd: a.working_directory,
+            timeout,
+            output_cap: a.max_output_buffer.map(SizeInput),
+            idempotency_key: a.idempotency_key,
+            ..NewTask::default()
+        };
+        match self.client.submit(&task).await {
+            Ok(r) => ok_json(serde_json::json!({
+                "taskId": r.task.id,
+                "status": r.task.status,
+                "created": r.created,
+            })),
+            Err(e) => from_client(e),
+        }
+    }
+
+    #[tool(
+        name = "TaskStatus",
+        description = "With taskId: everything about one task (status, exit code, reason, attempts). Without: a list of tasks, filtered by status and group."
+    )]
+    async fn task_status(
+        &self,
+        Parameters(a): Parameters<StatusArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        match a.task_id {
+            Some(id) => match self.client.get(&id).await {
+                Ok(d) => ok_json(serde_json::to_value(d).unwrap_or_default()),
+                Err(e) => from_client(e),
+            },
+            None => {
+                self.list(ListArgs {
+                    status: a.status,
+                    group: a.group,
+                    label: None,
+                    search: None,
+                    limit: a.limit,
+                })
+                .await
+            }
+        }
+    }
+
+    #[tool(
+        name = "ListTasks",
+        description = "List tasks, newest first, filtered by status, group, label or text."
+    )]
+    async fn list_tasks(
+        &self,
+        Parameters(a): Parameters<ListArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        self.list(a).await
+    }
+
+    #[tool(
+        name = "TaskLogs",
+        description = "A task's output (stdout and stderr). Use tail for the last lines, or stream plus offset to read only what is new since a previous call."
+    )]
+    async fn task_logs(
+        &self,
+        Parameters(a): Parameters<LogsArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = &a.stream {
+            if !matches!(s.as_str(), "stdout" | "stderr") {
+                return tool_error(format!(
+                    "stream must be \"stdout\" or \"stderr\", got `{s}`"
+                ));
+            }
+            q.push(("stream", s.clone()));
+        }
+        if let Some(n) = a.tail {
+            q.push(("tail", n.to_string()));
+        }
+        if let Some(o) = a.offset {
+            if a.stream.is_none() {
+                return tool_error("offset counts bytes of one stream: give stream too");
+            }
+            q.push(("from", o.to_string()));
+        }
+        q.push(("max_bytes", (1 << 20).to_string()));
+        match self.client.logs_text(&a.task_id, &q).await {
+            Ok(bytes) => Ok(CallToolResult::success(vec![ContentBlock::text(
+                String::from_utf8_lossy(&bytes).into_owned(),
+            )])),
+            Err(e) => from_client(e),
+        }
+    }
+
+    #[tool(
+        name = "CancelTask",
+        description = "Cancel a task: a queued one never starts; a running one has its whole process tree stopped."
+    )]
+    async fn cancel_task(
+        &self,
+        Parameters(a): Parameters<CancelArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        match self.client.cancel(&a.task_id, a.reason.as_deref()).await {
+            Ok(r) => ok_json(
+                serde_json::json!({ "taskId": r.task.id, "result": r.result, "status": r.task.status }),
+            ),
+            Err(e) => from_client(e),
+        }
+    }
+
+    #[tool(
+        name = "RetryTask",
+        description = "Run a finished task (failed, cancelled, timed out...) again as a new attempt."
+    )]
+    async fn retry_task(
+        &self,
+        Parameters(a): Parameters<IdArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        match self.client.retry(&a.task_id).await {
+            Ok(t) => ok_json(
+                serde_json::json!({ "taskId": t.id, "status": t.status, "attempt": t.attempt }),
+            ),
+            Err(e) => from_client(e),
+        }
+    }
+
+    #[tool(
+        name = "WaitForTask",
+        description = "Wait until a task ends or the timeout passes, then return its status. Sends progress notifications while waiting when the client asks for them."
+    )]
+    async fn wait_for_task(
+        &self,
+        Parameters(a): Parameters<WaitArgs>,
+        meta: RequestMetaObject,
+        peer: Peer<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let secs = match a.timeout {
+            None => 60.0,
+            Some(s) if s.is_finite() && s > 0.0 => s.min(MAX_WAIT_SECS),
+            Some(s) => {
+                return tool_error(format!(
+                    "timeout must be a number of seconds above 0, got {s}"
+                ));
+            }
+        };
+        let task = match self.client.get(&a.task_id).await {
+            Ok(d) => d.task,
+            Err(e) => return from_client(e),
+        };
+        let progress = meta.get_progress_token();
+        let mut events = Box::pin(self.client.events(Some(task.id.to_string()), 0));
+        let mut seen = 0u32;
+        let waited = tokio::time::timeout(Duration::from_secs_f64(secs), async {
+            while let Some(ev) = events.next().await {
+                let Ok(ev) = ev else { break };
+                match &ev.body {
+                    EventBody::TaskFinished { .. } => return true,
+                    EventBody::TaskStatus { to, .. } => {
+                        seen += 1;
+                        if let Some(token) = &progress {
+                            let _ = peer
+                                .notify_progress(
+                                    ProgressNotificationParam::new(token.clone(), f64::from(seen))
+                                        .with_message(format!("task {} is {to}", task.id.short())),
+                                )
+                                .await;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        match self.client.get(&task.id.to_string()).await {
+            Ok(d) => ok_json(serde_json::json!({
+                "taskId": d.task.id,
+                "finished": waited || d.task.status.is_terminal(),
+                "status": d.task.status,
+                "exitCode": d.task.exit_code,
+                "reason": d.task.reason,
+                "attempt": d.task.attempt,
+            })),
+            Err(e) => from_client(e),
+        }
+    }
+}
+
+impl DeputyMcp {
+    async fn list(&self, a: ListArgs) -> Result<CallToolResult, McpError> {
+        let mut q: Vec<(&str, String)> =
+            vec![("limit", a.limit.unwrap_or(20).clamp(1, 1000).to_string())];
+        if let Some(s) = a.status {
+            for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+                if let Err(e) = part.trim().parse::<Status>() {
+                    return tool_error(e);
+                }
+            }
+            q.push(("status", s));
+        }
+        if let Some(g) = a.group {
+            q.push(("group", g));
+        }
+        if let Some(l) = a.label {
+            q.push(("label", l));
+        }
+        if let Some(t) = a.search {
+            q.push(("q", t));
+        }
+        match self.client.list(&q).await {
+            Ok(page) => ok_json(serde_json::json!({
+                "tasks": page.tasks.iter().map(|t| serde_json::json!({
+                    "taskId": t.id,
+                    "name": t.spec.title(),
+                    "status": t.status,
+                    "priority": t.spec.priority,
+                    "group": t.spec.group,
+                    "attempt": t.attempt,
+                    "exitCode": t.exit_code,
+                })).collect::<Vec<_>>(),
+                "more": page.next_cursor.is_some(),
+            })),
+            Err(e) => from_client(e),
+        }
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for DeputyMcp {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .enable_resources_subscribe()
+                .build(),
+        );
+        info.server_info = Implementation::new("deputy", env!("CARGO_PKG_VERSION"));
+        info.instructions = Some(
+            "deputy runs tasks in the background: queued, parallel, durable. DelegateTask hands one over and returns its id at once; WaitForTask, TaskStatus and TaskLogs follow it; CancelTask and RetryTask manage it."
+                .into(),
+        );
+        info
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let page = self
+            .client
+            .list(&[("limit", "50".to_string())])
+            .await
+            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        Ok(ListResourcesResult::with_all_items(
+            page.tasks
+                .iter()
+                .map(|t| {
+                    Resource::new(
+                        format!("{LOGS_PREFIX}{}{LOGS_SUFFIX}", t.id),
+                        format!("logs: {}", t.spec.title()),
+                    )
+                    .with_description(format!("Output of task {} ({})", t.id.short(), t.status))
+                    .with_mime_type("text/plain")
+                })
+                .collect(),
+        ))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            ResourceTemplate::new(format!("{LOGS_PREFIX}{{id}}{LOGS_SUFFIX}"), "task logs")
+                .with_description("A task's output; subscribe to be told when more arrives")
+                .with_mime_type("text/plain"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let id = logs_uri_id(&request.uri).ok_or_else(|| {
+            McpError::invalid_params(
+                format!("`{}` is not deputy://tasks/{{id}}/logs", request.uri),
+                None,
+            )
+        })?;
+        let bytes = self
+            .client
+            .logs_text(id, &[("max_bytes", (1 << 20).to_string())])
+            .await
+            .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        Ok(ReadResourceResult::new(vec![ResourceContents::text(text, request.uri)]).into())
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let uri = request.uri;
+        let id = logs_uri_id(&uri)
+            .ok_or_else(|| {
+                McpError::invalid_params(format!("`{uri}` is not deputy://tasks/{{id}}/logs"), None)
+            })?
+            .to_string();
+        let task = self
+            .client
+            .get(&id)
+            .await
+            .map_err(|e| McpError::invalid_params(e.to_string(), None))?
+            .task;
+        let client = self.client.clone();
+        let peer = context.peer.clone();
+        let notify_uri = uri.clone();
+        // Follow the task's events; each stored chunk of output is one notification.
+        // Ends with the task, on unsubscribe, or when the session goes away.
+        let follower = tokio::spawn(async move {
+            let mut events = Box::pin(client.events(Some(task.id.to_string()), 0));
+            while let Some(Ok(ev)) = events.next().await {
+                let done = matches!(ev.body, EventBody::TaskFinished { .. });
+                if matches!(
+                    ev.body,
+                    EventBody::TaskOutput { .. } | EventBody::TaskFinished { .. }
+                ) && peer
+                    .notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(
+                        notify_uri.clone(),
+                    ))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                if done {
+                    break;
+                }
+            }
+        });
+        if let Some(old) = self
+            .subscriptions
+            .lock()
+            .expect("subscriptions")
+            .insert(uri, follower.abort_handle())
+        {
+            old.abort();
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        if let Some(h) = self
+            .subscriptions
+            .lock()
+            .expect("subscriptions")
+            .remove(&request.uri)
+        {
+            h.abort();
+        }
+        Ok(())
+    }
+}
+
+/// Serves MCP on stdin/stdout until the client goes away. Logs go to stderr.
+pub async fn serve_stdio(client: Client) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use rmcp::ServiceExt;
+    let service = DeputyMcp::new(client)
+        .serve(rmcp::transport::stdio())
+        .await?;
+    service.waiting().await?;
+    Ok(())
+}
+
+/// The streamable-HTTP MCP endpoint, served by the daemon at `/mcp`. Each session gets
+/// a `DeputyMcp` talking to the daemon's own API (with its token), so HTTP and stdio
+/// clients see exactly the same tools and rules.
+pub fn http_service(
+    client: Client,
+) -> rmcp::transport::streamable_http_server::StreamableHttpService<
+    DeputyMcp,
+    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+> {
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    StreamableHttpService::new(
+        move || Ok(DeputyMcp::new(client.clone())),
+        Default::default(),
+        StreamableHttpServerConfig::default(),
+    )
+}
