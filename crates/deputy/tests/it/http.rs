@@ -39,6 +39,16 @@ async fn with_a_token_every_request_needs_it() {
             .unwrap();
         assert_eq!(r.status(), 401, "{path} with a wrong token");
     }
+    // The MCP endpoint is behind the same token.
+    let r = h
+        .post(format!("{url}/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "/mcp without a token");
     // Health probes stay open.
     assert_eq!(
         h.get(format!("{url}/healthz"))
