@@ -12,6 +12,21 @@ use deputy_store::{Finish, Store, StoreError};
 
 use crate::{EngineConfig, runner};
 
+/// The end of an attempt whose owner is gone: interrupted, requeued at once where the
+/// task's retries allow.
+fn interrupted(t: &deputy_core::Task, reason: String, now: deputy_core::time::Millis) -> Finish {
+    Finish {
+        id: t.id,
+        attempt: t.attempt,
+        status: Status::Interrupted,
+        exit_code: None,
+        signal: None,
+        reason: Some(reason),
+        retry_at: may_retry(&t.spec.retry, t.attempt).then_some(now),
+        now,
+    }
+}
+
 pub(crate) async fn recover(store: &Arc<dyn Store>, cfg: &EngineConfig) -> Result<(), StoreError> {
     let left = store.running(Some(&cfg.node)).await?;
     if left.is_empty() {
@@ -26,18 +41,7 @@ pub(crate) async fn recover(store: &Arc<dyn Store>, cfg: &EngineConfig) -> Resul
             Some(pgid) => runner::kill_leftover(pgid, &t.id.to_string(), cfg.kill_grace).await,
             None => false,
         };
-        let now = now_ms();
-        let retry_at = may_retry(&t.spec.retry, t.attempt).then_some(now);
-        let finish = Finish {
-            id: t.id,
-            attempt: t.attempt,
-            status: Status::Interrupted,
-            exit_code: None,
-            signal: None,
-            reason: Some("the daemon stopped while it ran".into()),
-            retry_at,
-            now,
-        };
+        let finish = interrupted(&t, "the daemon stopped while it ran".into(), now_ms());
         match store.finish(finish).await {
             Ok(after) => tracing::warn!(
                 task = %t.id,
@@ -69,20 +73,9 @@ pub(crate) async fn recover_expired(
         if t.lease_expires_at.is_none_or(|at| at >= now) {
             continue;
         }
-        let retry_at = may_retry(&t.spec.retry, t.attempt).then_some(now);
         let owner = t.node.clone().unwrap_or_else(|| "?".into());
-        let finish = Finish {
-            id: t.id,
-            attempt: t.attempt,
-            status: Status::Interrupted,
-            exit_code: None,
-            signal: None,
-            reason: Some(format!(
-                "node {owner} stopped heartbeating; its lease expired"
-            )),
-            retry_at,
-            now,
-        };
+        let reason = format!("node {owner} stopped heartbeating; its lease expired");
+        let finish = interrupted(&t, reason, now);
         match store.finish(finish).await {
             Ok(after) => {
                 recovered += 1;

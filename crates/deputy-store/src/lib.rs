@@ -17,6 +17,20 @@ use deputy_core::{Attempt, Event, IdRef, NodeId, Status, Stream, Task, TaskId};
 use serde::{Deserialize, Serialize};
 
 pub mod postgres;
+
+/// The embedded migrations of one backend (each has its own dialect of the schema).
+fn migrator(init: &'static str) -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        init.into_sql_str(),
+        false,
+    )])
+}
+
 pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]

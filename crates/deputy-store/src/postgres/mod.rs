@@ -118,18 +118,6 @@ mod dialect {
     }
 }
 
-fn migrator() -> sqlx::migrate::Migrator {
-    use sqlx::SqlSafeStr;
-    use sqlx::migrate::{Migration, MigrationType, Migrator};
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
-        false,
-    )])
-}
-
 impl PgStore {
     /// Connects to `url` (`postgres://user@host/db`), runs migrations, and starts
     /// listening for other nodes' commits.
@@ -144,7 +132,9 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts)
             .await?;
-        migrator().run(&pool).await?;
+        crate::migrator(include_str!("../../migrations/postgres/0001_init.sql"))
+            .run(&pool)
+            .await?;
         let committed = Arc::new(Notify::new());
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(CHANNEL).await?;

@@ -67,18 +67,6 @@ mod dialect {
          LIMIT 1";
 }
 
-fn migrator() -> sqlx::migrate::Migrator {
-    use sqlx::SqlSafeStr;
-    use sqlx::migrate::{Migration, MigrationType, Migrator};
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
-        false,
-    )])
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and runs migrations.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
@@ -97,7 +85,9 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(base.clone())
             .await?;
-        migrator().run(&writer).await?;
+        crate::migrator(include_str!("../../migrations/sqlite/0001_init.sql"))
+            .run(&writer)
+            .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(60))

@@ -1,6 +1,7 @@
 //! The MCP server, driven by the official rmcp client: `deputy mcp` as a real
 //! subprocess over stdio, and `/mcp` over streamable HTTP.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use deputy_core::Status;
@@ -197,11 +198,11 @@ async fn over_streamable_http_with_the_official_client() {
     d.stop().await;
 }
 
-/// Every line `deputy mcp` prints on stdout is JSON-RPC: logs go to stderr.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stdout_carries_only_the_protocol() {
+/// Runs `deputy mcp` as a raw subprocess (debug logging on), writes `requests` as JSON
+/// lines, and reads stdout until `answers` responses arrived. Every stdout line must be
+/// JSON-RPC: logs go to stderr.
+async fn raw_exchange(d: &TestDaemon, requests: &[Value], answers: usize) -> HashMap<i64, Value> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let d = TestDaemon::start(1).await;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_deputy"))
         .args(["--url", &d.url(), "mcp"])
         .env("XDG_CONFIG_HOME", d.dir.path())
@@ -214,21 +215,14 @@ async fn stdout_carries_only_the_protocol() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let requests = [
-        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}),
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
-        json!({"jsonrpc": "2.0", "id": 2, "method": "no/such/method"}),
-        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "DelegateTask", "arguments": {"command": "echo raw"}}}),
-    ];
-    for r in &requests {
+    for r in requests {
         stdin.write_all(format!("{r}\n").as_bytes()).await.unwrap();
     }
     stdin.flush().await.unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut answered = std::collections::HashMap::new();
+    let mut answered = HashMap::new();
     tokio::time::timeout(DEADLINE, async {
-        while answered.len() < 4 {
+        while answered.len() < answers {
             let line = lines
                 .next_line()
                 .await
@@ -243,54 +237,45 @@ async fn stdout_carries_only_the_protocol() {
         }
     })
     .await
-    .expect("all requests answered");
+    .expect("every request was answered");
+    drop(stdin);
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    answered
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdout_carries_only_the_protocol_for_both_client_generations() {
+    let d = TestDaemon::start(1).await;
+    let answered = raw_exchange(
+        &d,
+        &[
+            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}),
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "no/such/method"}),
+            json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "DelegateTask", "arguments": {"command": "echo raw"}}}),
+        ],
+        4,
+    )
+    .await;
     assert!(
         answered[&0]["result"]["serverInfo"]["name"] == "deputy",
         "id 0 is a valid request id"
     );
     assert_eq!(answered[&2]["error"]["code"], -32601);
     assert_eq!(answered[&3]["result"]["isError"], false);
-    drop(stdin);
-    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
 
     // A newer-generation client probes with `server/discover` and never initializes.
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_deputy"))
-        .args(["--url", &d.url(), "mcp"])
-        .env("XDG_CONFIG_HOME", d.dir.path())
-        .env_remove("DEPUTY_CONFIG")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
     let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}});
-    for r in [
-        json!({"jsonrpc": "2.0", "id": 0, "method": "server/discover", "params": {"_meta": meta}}),
-        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "ListTasks", "arguments": {}, "_meta": meta}}),
-    ] {
-        stdin.write_all(format!("{r}\n").as_bytes()).await.unwrap();
-    }
-    stdin.flush().await.unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut got = std::collections::HashMap::new();
-    tokio::time::timeout(DEADLINE, async {
-        while got.len() < 2 {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("stdout closed early");
-            let v: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("not JSON-RPC: {line:?} ({e})"));
-            if let Some(id) = v.get("id").and_then(Value::as_i64) {
-                got.insert(id, v);
-            }
-        }
-    })
-    .await
-    .expect("the probe and the call were answered");
+    let got = raw_exchange(
+        &d,
+        &[
+            json!({"jsonrpc": "2.0", "id": 0, "method": "server/discover", "params": {"_meta": meta}}),
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "ListTasks", "arguments": {}, "_meta": meta}}),
+        ],
+        2,
+    )
+    .await;
     assert!(
         got[&0]["result"]["supportedVersions"]
             .as_array()
@@ -299,8 +284,6 @@ async fn stdout_carries_only_the_protocol() {
         got[&0]
     );
     assert_eq!(got[&1]["result"]["isError"], false, "{}", got[&1]);
-    drop(stdin);
-    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
     d.stop().await;
 }
 
