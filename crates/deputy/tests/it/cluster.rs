@@ -111,20 +111,8 @@ async fn two_nodes_drain_a_thousand_tasks_exactly_once_within_cluster_limits() {
 
     // The group limit held across both nodes, replayed from the shared event log.
     let events = collect_events(&a.client).await;
-    let mut running = 0i32;
-    let mut peak = 0;
+    let (peak, _) = peak_running(&events, |_| true);
     let mut by_node: HashMap<String, usize> = HashMap::new();
-    for e in &events {
-        if let EventBody::TaskStatus { from, to, .. } = e.body {
-            if to == Status::Running {
-                running += 1;
-            }
-            if from == Status::Running {
-                running -= 1;
-            }
-            peak = peak.max(running);
-        }
-    }
     assert!(peak <= 3, "the group ran {peak} at once");
     for s in submitted.tasks.iter().take(200) {
         let t = a.client.get(&s.task.id.to_string()).await.unwrap().task;
@@ -157,24 +145,12 @@ async fn a_killed_node_loses_its_tasks_to_the_survivor() {
         attempts.display()
     );
     // Only node a runs at first, so its tasks are the ones lost.
-    let t1 = a
-        .client
-        .submit(&NewTask {
-            max_attempts: Some(2),
-            ..sh(&line)
-        })
-        .await
-        .unwrap()
-        .task;
-    let t2 = a
-        .client
-        .submit(&NewTask {
-            max_attempts: Some(2),
-            ..sh(&line)
-        })
-        .await
-        .unwrap()
-        .task;
+    let retried = NewTask {
+        max_attempts: Some(2),
+        ..sh(&line)
+    };
+    let t1 = a.client.submit(&retried).await.unwrap().task;
+    let t2 = a.client.submit(&retried).await.unwrap().task;
     wait_status(&a.client, t1.id, Status::Running).await;
     wait_status(&a.client, t2.id, Status::Running).await;
     let b = node(dir.path(), "b", &schema.url, &lease).await;

@@ -391,3 +391,25 @@ pub async fn wait_metric(url: &str, line: &str) {
         .await
         .unwrap_or_else(|_| panic!("/metrics never showed `{line}`"));
 }
+
+/// Replays the log: the most tasks (of those `counted`) running at once, and how many
+/// are still running at the end.
+pub fn peak_running(events: &[Event], counted: impl Fn(TaskId) -> bool) -> (i32, i32) {
+    let mut running = 0i32;
+    let mut peak = 0;
+    for e in events {
+        if !e.task.is_some_and(&counted) {
+            continue;
+        }
+        if let EventBody::TaskStatus { from, to, .. } = e.body {
+            if to == Status::Running {
+                running += 1;
+            }
+            if from == Status::Running {
+                running -= 1;
+            }
+            peak = peak.max(running);
+        }
+    }
+    (peak, running)
+}

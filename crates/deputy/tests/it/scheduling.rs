@@ -1,7 +1,7 @@
 //! Priorities, groups and their limits, pause and resume, schedules, retries.
 
 use deputy_core::submit::{DurationInput, NewTask, WhenInput};
-use deputy_core::{EventBody, Priority, Status, TaskId};
+use deputy_core::{Priority, Status, TaskId};
 
 use crate::harness::*;
 
@@ -48,22 +48,7 @@ async fn a_group_with_parallel_2_never_runs_3() {
         assert_eq!(wait_done(&d.client, *id).await.status, Status::Succeeded);
     }
     // Replay the log: count running tasks of the group at every event.
-    let mut running = 0i32;
-    let mut peak = 0;
-    for e in d.events().await {
-        if !e.task.is_some_and(|t| ids.contains(&t)) {
-            continue;
-        }
-        if let EventBody::TaskStatus { from, to, .. } = e.body {
-            if to == Status::Running {
-                running += 1;
-            }
-            if from == Status::Running {
-                running -= 1;
-            }
-            peak = peak.max(running);
-        }
-    }
+    let (peak, running) = peak_running(&d.events().await, |t| ids.contains(&t));
     assert_eq!(running, 0);
     assert_eq!(peak, 2, "the group limit is reached but never passed");
     d.stop().await;
