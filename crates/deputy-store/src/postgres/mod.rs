@@ -147,6 +147,8 @@ impl PgStore {
                 tokio::select! {
                     r = listener.recv() => match r {
                         Ok(_) => wake.notify_one(),
+                        // The store is shutting down.
+                        Err(sqlx::Error::PoolClosed) => break,
                         Err(e) => {
                             tracing::warn!(%e, "event listener error; retrying");
                             wake.notify_one();
