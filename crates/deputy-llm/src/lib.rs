@@ -2,9 +2,11 @@
 //! provider, a sequencing check that runs before any request leaves, and a streamed
 //! tool-call assembler for OpenAI-compatible Chat Completions.
 //!
-//! This crate never does I/O yet: the HTTP clients, retries and the recorder come next.
+//! Done: the OpenAI-compatible client (streaming and not) with retries. Next: the
+//! Anthropic client, tool-argument schema checks, and the debug recorder.
 
 pub mod openai;
+pub mod retry;
 pub mod sequence;
 pub mod types;
 

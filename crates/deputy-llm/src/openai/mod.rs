@@ -1,4 +1,5 @@
 //! OpenAI-compatible Chat Completions (OpenAI, vLLM, llama.cpp, Ollama, LiteLLM,
-//! OpenRouter). For now: assembling a streamed response.
+//! OpenRouter): the client and the assembly of streamed responses.
 
+pub mod client;
 pub mod stream;

@@ -1,0 +1,358 @@
+//! The OpenAI-compatible Chat Completions client: one request shape for OpenAI, vLLM,
+//! llama.cpp's server, Ollama, LiteLLM and OpenRouter (the base URL is configurable).
+//! Every conversation passes the sequencing check before it is sent; failed attempts
+//! are retried per [`RetryPolicy`]; each attempt is reported so a recorder can keep it.
+
+use std::time::{Duration, Instant};
+
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use super::stream::{Completion, StreamAccumulator, StreamError};
+use crate::retry::{RetryPolicy, parse_retry_after, retryable_status};
+use crate::sequence::{SequenceError, check_sequence};
+use crate::types::{FinishReason, Message, ToolCall, Usage};
+
+/// A tool the model may call: its name, what it does, and a JSON schema of its arguments.
+#[derive(Debug, Clone)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    pub parameters: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    pub tools: Vec<ToolSpec>,
+    pub max_tokens: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("refusing to send a malformed conversation: {0}")]
+    Sequence(#[from] SequenceError),
+    #[error("the model API answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("cannot reach the model API: {0}")]
+    Connection(String),
+    #[error("bad stream: {0}")]
+    Stream(#[from] StreamError),
+    #[error("unexpected response: {0}")]
+    Malformed(String),
+    #[error("the response is over {0} bytes")]
+    TooLarge(usize),
+    #[error("gave up after {attempts} attempts: {last}")]
+    Exhausted { attempts: u32, last: Box<LlmError> },
+}
+
+impl LlmError {
+    fn retryable(&self) -> bool {
+        match self {
+            LlmError::Status { status, .. } => retryable_status(*status),
+            LlmError::Connection(_) => true,
+            LlmError::Stream(StreamError::Truncated { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
+/// One HTTP round trip, as a recorder keeps it.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    pub number: u32,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub duration: Duration,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub completion: Completion,
+    pub attempts: Vec<AttemptReport>,
+}
+
+#[derive(Clone)]
+pub struct OpenAiClient {
+    base_url: String,
+    api_key: Option<String>,
+    http: reqwest::Client,
+    pub retry: RetryPolicy,
+    /// Bound on a response body (non-streaming) or on the assembled stream.
+    pub max_response_bytes: usize,
+}
+
+impl std::fmt::Debug for OpenAiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("OpenAiClient")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The wire form of a conversation.
+pub fn wire_messages(messages: &[Message]) -> Vec<Value> {
+    messages
+        .iter()
+        .map(|m| match m {
+            Message::System { content } => json!({"role": "system", "content": content}),
+            Message::User { content } => json!({"role": "user", "content": content}),
+            Message::Assistant { content, tool_calls } => {
+                let mut v = json!({"role": "assistant", "content": content});
+                if !tool_calls.is_empty() {
+                    v["tool_calls"] = tool_calls
+                        .iter()
+                        .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+                        .collect();
+                }
+                v
+            }
+            Message::Tool { tool_call_id, content } => {
+                json!({"role": "tool", "tool_call_id": tool_call_id, "content": content})
+            }
+        })
+        .collect()
+}
+
+impl OpenAiClient {
+    /// `base_url` like `https://api.openai.com/v1` or `http://127.0.0.1:8080/v1`.
+    pub fn new(base_url: impl Into<String>, api_key: Option<String>) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("an HTTP client with default settings always builds");
+        Self {
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            api_key,
+            http,
+            retry: RetryPolicy::default(),
+            max_response_bytes: 8 << 20,
+        }
+    }
+
+    fn body(&self, req: &ChatRequest, stream: bool) -> Value {
+        let mut body =
+            json!({"model": req.model, "messages": wire_messages(&req.messages), "stream": stream});
+        if stream {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        if !req.tools.is_empty() {
+            body["tools"] = req
+                .tools
+                .iter()
+                .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
+                .collect();
+        }
+        if let Some(n) = req.max_tokens {
+            body["max_tokens"] = json!(n);
+        }
+        body
+    }
+
+    /// A non-streaming completion.
+    pub async fn generate(&self, req: &ChatRequest) -> Result<Outcome, LlmError> {
+        self.with_retries(req, false, &mut |_| {}).await
+    }
+
+    /// A streaming completion; `on_text` sees text as it arrives (including text of an
+    /// attempt that later failed and was retried).
+    pub async fn stream(
+        &self,
+        req: &ChatRequest,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Outcome, LlmError> {
+        self.with_retries(req, true, on_text).await
+    }
+
+    async fn with_retries(
+        &self,
+        req: &ChatRequest,
+        stream: bool,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Outcome, LlmError> {
+        check_sequence(&req.messages)?;
+        let body = self.body(req, stream);
+        let started = Instant::now();
+        let mut attempts = Vec::new();
+        let mut number = 0;
+        loop {
+            number += 1;
+            let t = Instant::now();
+            let (result, status, retry_after) = self.attempt(&body, stream, on_text).await;
+            attempts.push(AttemptReport {
+                number,
+                status,
+                error: result.as_ref().err().map(|e| e.to_string()),
+                duration: t.elapsed(),
+            });
+            let err = match result {
+                Ok(completion) => {
+                    return Ok(Outcome {
+                        completion,
+                        attempts,
+                    });
+                }
+                Err(e) => e,
+            };
+            let delay = self.retry.delay(number + 1, retry_after, fastrand::f64());
+            let out_of_time = started.elapsed() + delay > self.retry.deadline;
+            if !err.retryable() || number >= self.retry.max_attempts || out_of_time {
+                return Err(if number > 1 {
+                    LlmError::Exhausted {
+                        attempts: number,
+                        last: Box::new(err),
+                    }
+                } else {
+                    err
+                });
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One HTTP round trip: the result, the status, and the server's Retry-After.
+    async fn attempt(
+        &self,
+        body: &Value,
+        stream: bool,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> (Result<Completion, LlmError>, Option<u16>, Option<Duration>) {
+        let mut rb = self
+            .http
+            .post(format!("{}/chat/completions", self.base_url))
+            .json(body);
+        if let Some(k) = &self.api_key {
+            rb = rb.bearer_auth(k);
+        }
+        let resp = match rb.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return (
+                    Err(LlmError::Connection(e.without_url().to_string())),
+                    None,
+                    None,
+                );
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        if !resp.status().is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            let body: String = text.chars().take(2000).collect();
+            return (
+                Err(LlmError::Status { status, body }),
+                Some(status),
+                retry_after,
+            );
+        }
+        let result = if stream {
+            self.read_stream(resp, on_text).await
+        } else {
+            self.read_body(resp).await
+        };
+        (result, Some(status), retry_after)
+    }
+
+    async fn read_stream(
+        &self,
+        resp: reqwest::Response,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Completion, LlmError> {
+        let mut acc = StreamAccumulator::new();
+        let mut size = 0usize;
+        let mut events = resp.bytes_stream().eventsource();
+        while let Some(ev) = events.next().await {
+            let ev = ev.map_err(|e| LlmError::Connection(e.to_string()))?;
+            size += ev.data.len();
+            if size > self.max_response_bytes {
+                return Err(LlmError::TooLarge(self.max_response_bytes));
+            }
+            if let Some(text) = acc.push(&ev.data)? {
+                on_text(&text);
+            }
+        }
+        Ok(acc.finish()?)
+    }
+
+    async fn read_body(&self, resp: reqwest::Response) -> Result<Completion, LlmError> {
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| LlmError::Connection(e.to_string()))?;
+        if bytes.len() > self.max_response_bytes {
+            return Err(LlmError::TooLarge(self.max_response_bytes));
+        }
+        let v: Value =
+            serde_json::from_slice(&bytes).map_err(|e| LlmError::Malformed(e.to_string()))?;
+        let choice = v
+            .get("choices")
+            .and_then(|c| c.get(0))
+            .ok_or_else(|| LlmError::Malformed("no choices".into()))?;
+        let msg = choice
+            .get("message")
+            .ok_or_else(|| LlmError::Malformed("no message".into()))?;
+        let tool_calls = msg
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .map(|calls| {
+                calls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| ToolCall {
+                        id: c
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .map_or_else(|| format!("call_{i}"), str::to_string),
+                        name: c
+                            .pointer("/function/name")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                        arguments: c
+                            .pointer("/function/arguments")
+                            .and_then(Value::as_str)
+                            .unwrap_or("{}")
+                            .to_string(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let usage = v
+            .get("usage")
+            .filter(|u| u.is_object())
+            .map_or(Usage::default(), |u| Usage {
+                input_tokens: u.get("prompt_tokens").and_then(Value::as_u64),
+                output_tokens: u.get("completion_tokens").and_then(Value::as_u64),
+                cached_tokens: u
+                    .pointer("/prompt_tokens_details/cached_tokens")
+                    .and_then(Value::as_u64),
+                reasoning_tokens: u
+                    .pointer("/completion_tokens_details/reasoning_tokens")
+                    .and_then(Value::as_u64),
+            });
+        let finish_reason = choice
+            .get("finish_reason")
+            .and_then(Value::as_str)
+            .and_then(FinishReason::parse)
+            .ok_or_else(|| LlmError::Malformed("no finish_reason".into()))?;
+        Ok(Completion {
+            message: Message::Assistant {
+                content: msg
+                    .get("content")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                tool_calls,
+            },
+            finish_reason,
+            usage,
+        })
+    }
+}
