@@ -5,6 +5,7 @@
 //! Done: the OpenAI-compatible client (streaming and not) with retries. Next: the
 //! Anthropic client, tool-argument schema checks, and the debug recorder.
 
+pub mod anthropic;
 pub mod openai;
 pub mod retry;
 pub mod sequence;
