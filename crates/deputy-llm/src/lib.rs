@@ -6,6 +6,7 @@
 //! Anthropic client, tool-argument schema checks, and the debug recorder.
 
 pub mod anthropic;
+pub mod call;
 pub mod openai;
 pub mod retry;
 pub mod sequence;

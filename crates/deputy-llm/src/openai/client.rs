@@ -3,15 +3,16 @@
 //! Every conversation passes the sequencing check before it is sent; failed attempts
 //! are retried per [`RetryPolicy`]; each attempt is reported so a recorder can keep it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::stream::{Completion, StreamAccumulator, StreamError};
-use crate::retry::{RetryPolicy, parse_retry_after, retryable_status};
-use crate::sequence::{SequenceError, check_sequence};
+use super::stream::{Completion, StreamAccumulator};
+pub use crate::call::{AttemptReport, LlmError, Outcome};
+use crate::retry::{RetryPolicy, parse_retry_after};
+use crate::sequence::check_sequence;
 use crate::types::{FinishReason, Message, ToolCall, Usage};
 
 /// A tool the model may call: its name, what it does, and a JSON schema of its arguments.
@@ -28,50 +29,6 @@ pub struct ChatRequest {
     pub messages: Vec<Message>,
     pub tools: Vec<ToolSpec>,
     pub max_tokens: Option<u32>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LlmError {
-    #[error("refusing to send a malformed conversation: {0}")]
-    Sequence(#[from] SequenceError),
-    #[error("the model API answered {status}: {body}")]
-    Status { status: u16, body: String },
-    #[error("cannot reach the model API: {0}")]
-    Connection(String),
-    #[error("bad stream: {0}")]
-    Stream(#[from] StreamError),
-    #[error("unexpected response: {0}")]
-    Malformed(String),
-    #[error("the response is over {0} bytes")]
-    TooLarge(usize),
-    #[error("gave up after {attempts} attempts: {last}")]
-    Exhausted { attempts: u32, last: Box<LlmError> },
-}
-
-impl LlmError {
-    fn retryable(&self) -> bool {
-        match self {
-            LlmError::Status { status, .. } => retryable_status(*status),
-            LlmError::Connection(_) => true,
-            LlmError::Stream(StreamError::Truncated { .. }) => true,
-            _ => false,
-        }
-    }
-}
-
-/// One HTTP round trip, as a recorder keeps it.
-#[derive(Debug, Clone)]
-pub struct AttemptReport {
-    pub number: u32,
-    pub status: Option<u16>,
-    pub error: Option<String>,
-    pub duration: Duration,
-}
-
-#[derive(Debug)]
-pub struct Outcome {
-    pub completion: Completion,
-    pub attempts: Vec<AttemptReport>,
 }
 
 #[derive(Clone)]
@@ -176,42 +133,12 @@ impl OpenAiClient {
     ) -> Result<Outcome, LlmError> {
         check_sequence(&req.messages)?;
         let body = self.body(req, stream);
-        let started = Instant::now();
-        let mut attempts = Vec::new();
-        let mut number = 0;
-        loop {
-            number += 1;
-            let t = Instant::now();
-            let (result, status, retry_after) = self.attempt(&body, stream, on_text).await;
-            attempts.push(AttemptReport {
-                number,
-                status,
-                error: result.as_ref().err().map(|e| e.to_string()),
-                duration: t.elapsed(),
-            });
-            let err = match result {
-                Ok(completion) => {
-                    return Ok(Outcome {
-                        completion,
-                        attempts,
-                    });
-                }
-                Err(e) => e,
-            };
-            let delay = self.retry.delay(number + 1, retry_after, fastrand::f64());
-            let out_of_time = started.elapsed() + delay > self.retry.deadline;
-            if !err.retryable() || number >= self.retry.max_attempts || out_of_time {
-                return Err(if number > 1 {
-                    LlmError::Exhausted {
-                        attempts: number,
-                        last: Box::new(err),
-                    }
-                } else {
-                    err
-                });
-            }
-            tokio::time::sleep(delay).await;
-        }
+        let call = OpenAiAttempt {
+            client: self,
+            body: &body,
+            stream,
+        };
+        crate::call::with_retries(&self.retry, &call, on_text).await
     }
 
     /// One HTTP round trip: the result, the status, and the server's Retry-After.
@@ -220,7 +147,7 @@ impl OpenAiClient {
         body: &Value,
         stream: bool,
         on_text: &mut (dyn FnMut(&str) + Send),
-    ) -> (Result<Completion, LlmError>, Option<u16>, Option<Duration>) {
+    ) -> crate::call::AttemptResult {
         let mut rb = self
             .http
             .post(format!("{}/chat/completions", self.base_url))
@@ -354,5 +281,17 @@ impl OpenAiClient {
             finish_reason,
             usage,
         })
+    }
+}
+
+struct OpenAiAttempt<'a> {
+    client: &'a OpenAiClient,
+    body: &'a Value,
+    stream: bool,
+}
+
+impl crate::call::Attempt for OpenAiAttempt<'_> {
+    async fn attempt(&self, on_text: &mut (dyn FnMut(&str) + Send)) -> crate::call::AttemptResult {
+        self.client.attempt(self.body, self.stream, on_text).await
     }
 }
