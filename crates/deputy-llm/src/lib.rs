@@ -10,6 +10,7 @@ pub mod call;
 pub mod openai;
 pub mod retry;
 pub mod sequence;
+pub mod tools;
 pub mod types;
 
 pub use sequence::{SequenceError, check_sequence};
