@@ -8,6 +8,7 @@
 pub mod anthropic;
 pub mod call;
 pub mod openai;
+pub mod providers;
 pub mod retry;
 pub mod sequence;
 pub mod tools;
