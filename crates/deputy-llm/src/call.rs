@@ -105,3 +105,42 @@ pub(crate) async fn with_retries<A: Attempt>(
         tokio::time::sleep(delay).await;
     }
 }
+
+/// The HTTP client every provider uses (TLS via rustls with ring).
+pub(crate) fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client with default settings always builds")
+}
+
+/// Sends one request. A success status gives the response and its status; anything else
+/// is the attempt's result already: the error, the status, and the server's Retry-After.
+pub(crate) async fn send(
+    rb: reqwest::RequestBuilder,
+) -> Result<(reqwest::Response, u16), AttemptResult> {
+    let resp = rb.send().await.map_err(|e| {
+        (
+            Err(LlmError::Connection(e.without_url().to_string())),
+            None,
+            None,
+        )
+    })?;
+    let status = resp.status().as_u16();
+    if resp.status().is_success() {
+        return Ok((resp, status));
+    }
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::retry::parse_retry_after);
+    let text = resp.text().await.unwrap_or_default();
+    let body: String = text.chars().take(2000).collect();
+    Err((
+        Err(LlmError::Status { status, body }),
+        Some(status),
+        retry_after,
+    ))
+}

@@ -1,8 +1,6 @@
 //! The Anthropic Messages API client (streaming), with the same retries and attempt
 //! reports as the OpenAI-compatible one.
 
-use std::time::Duration;
-
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -12,7 +10,7 @@ use super::wire::wire_messages;
 use crate::call::{Attempt, AttemptResult};
 pub use crate::call::{AttemptReport, LlmError, Outcome};
 use crate::openai::client::ChatRequest;
-use crate::retry::{RetryPolicy, parse_retry_after};
+use crate::retry::RetryPolicy;
 use crate::sequence::check_sequence;
 
 pub const API_VERSION: &str = "2023-06-01";
@@ -39,11 +37,7 @@ impl std::fmt::Debug for AnthropicClient {
 impl AnthropicClient {
     /// `base_url` like `https://api.anthropic.com/v1`.
     pub fn new(base_url: impl Into<String>, api_key: Option<String>) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .expect("an HTTP client with default settings always builds");
+        let http = crate::call::http_client();
         Self {
             base_url: base_url.into().trim_end_matches('/').to_string(),
             api_key,
@@ -106,31 +100,10 @@ impl Attempt for AnthropicAttempt<'_> {
         if let Some(k) = &c.api_key {
             rb = rb.header("x-api-key", k);
         }
-        let resp = match rb.send().await {
+        let (resp, status) = match crate::call::send(rb).await {
             Ok(r) => r,
-            Err(e) => {
-                return (
-                    Err(LlmError::Connection(e.without_url().to_string())),
-                    None,
-                    None,
-                );
-            }
+            Err(failed) => return failed,
         };
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        if !resp.status().is_success() {
-            let text = resp.text().await.unwrap_or_default();
-            let body: String = text.chars().take(2000).collect();
-            return (
-                Err(LlmError::Status { status, body }),
-                Some(status),
-                retry_after,
-            );
-        }
         let mut acc = AnthropicAccumulator::new();
         let mut size = 0usize;
         let mut events = resp.bytes_stream().eventsource();

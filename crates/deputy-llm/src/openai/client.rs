@@ -3,15 +3,13 @@
 //! Every conversation passes the sequencing check before it is sent; failed attempts
 //! are retried per [`RetryPolicy`]; each attempt is reported so a recorder can keep it.
 
-use std::time::Duration;
-
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::stream::{Completion, StreamAccumulator};
 pub use crate::call::{AttemptReport, LlmError, Outcome};
-use crate::retry::{RetryPolicy, parse_retry_after};
+use crate::retry::RetryPolicy;
 use crate::sequence::check_sequence;
 use crate::types::{FinishReason, Message, ToolCall, Usage};
 
@@ -77,11 +75,7 @@ pub fn wire_messages(messages: &[Message]) -> Vec<Value> {
 impl OpenAiClient {
     /// `base_url` like `https://api.openai.com/v1` or `http://127.0.0.1:8080/v1`.
     pub fn new(base_url: impl Into<String>, api_key: Option<String>) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .expect("an HTTP client with default settings always builds");
+        let http = crate::call::http_client();
         Self {
             base_url: base_url.into().trim_end_matches('/').to_string(),
             api_key,
@@ -155,37 +149,16 @@ impl OpenAiClient {
         if let Some(k) = &self.api_key {
             rb = rb.bearer_auth(k);
         }
-        let resp = match rb.send().await {
+        let (resp, status) = match crate::call::send(rb).await {
             Ok(r) => r,
-            Err(e) => {
-                return (
-                    Err(LlmError::Connection(e.without_url().to_string())),
-                    None,
-                    None,
-                );
-            }
+            Err(failed) => return failed,
         };
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        if !resp.status().is_success() {
-            let text = resp.text().await.unwrap_or_default();
-            let body: String = text.chars().take(2000).collect();
-            return (
-                Err(LlmError::Status { status, body }),
-                Some(status),
-                retry_after,
-            );
-        }
         let result = if stream {
             self.read_stream(resp, on_text).await
         } else {
             self.read_body(resp).await
         };
-        (result, Some(status), retry_after)
+        (result, Some(status), None)
     }
 
     async fn read_stream(
