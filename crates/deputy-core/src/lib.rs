@@ -20,6 +20,7 @@ pub mod submit;
 pub mod task;
 pub mod text;
 pub mod time;
+pub mod trace;
 
 pub use event::{Event, EventBody, Stream};
 pub use id::{IdRef, NodeId, TaskId};

@@ -13,22 +13,32 @@
 use async_trait::async_trait;
 use deputy_core::submit::ValidTask;
 use deputy_core::time::Millis;
+use deputy_core::trace::{LlmRecord, LlmRun};
 use deputy_core::{Attempt, Event, IdRef, NodeId, Status, Stream, Task, TaskId};
 use serde::{Deserialize, Serialize};
 
 pub mod postgres;
 
-/// The embedded migrations of one backend (each has its own dialect of the schema).
-fn migrator(init: &'static str) -> sqlx::migrate::Migrator {
+/// The embedded migrations of one backend (each has its own dialect of the schema), in
+/// order: version 1 is the first.
+fn migrator(steps: &[(&'static str, &'static str)]) -> sqlx::migrate::Migrator {
     use sqlx::SqlSafeStr;
     use sqlx::migrate::{Migration, MigrationType, Migrator};
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        init.into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(
+        steps
+            .iter()
+            .zip(1..)
+            .map(|((name, sql), version)| {
+                Migration::new(
+                    version,
+                    (*name).into(),
+                    MigrationType::Simple,
+                    (*sql).into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
 }
 
 pub mod sqlite;
@@ -240,5 +250,9 @@ pub trait Store: Send + Sync + 'static {
     /// Queued tasks per group (groups with none are left out).
     async fn queue_depths(&self) -> Result<Vec<(String, u64)>>;
     async fn register_node(&self, node: &NodeId, address: Option<&str>, now: Millis) -> Result<()>;
+    /// Applies records of model calls in one transaction (each is idempotent).
+    async fn record_llm(&self, records: &[LlmRecord]) -> Result<()>;
+    /// Every model-call run of a task, with steps and attempts, oldest first.
+    async fn trace(&self, id: TaskId) -> Result<Vec<LlmRun>>;
     async fn close(&self);
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use deputy_core::submit::{NewTask, SubmitDefaults, ValidTask};
+use deputy_core::trace::{LlmAttempt, LlmRecord, RecordStatus, Usage};
 use deputy_core::{Command, EventBody, NodeId, Status};
 use deputy_store::postgres::PgStore;
 use deputy_store::sqlite::SqliteStore;
@@ -102,6 +103,7 @@ on_both_backends!(
     a_failed_batch_stores_nothing,
     dependencies_settle_in_the_same_transaction,
     listing_and_prefixes,
+    trace_statuses_never_regress_and_end_with_the_attempt,
 );
 
 fn valid(line: &str, tweak: impl FnOnce(&mut NewTask)) -> ValidTask {
@@ -403,4 +405,135 @@ async fn listing_and_prefixes(s: Arc<dyn Store>) {
         s.resolve(&missing).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+fn attempt_record(run: &str, step: u32, number: u32, error: Option<&str>) -> LlmRecord {
+    LlmRecord::Attempt {
+        run_id: run.into(),
+        step,
+        attempt: LlmAttempt {
+            number,
+            method: "POST".into(),
+            url: "http://127.0.0.1:1/v1/chat/completions".into(),
+            status_code: Some(if error.is_some() { 500 } else { 200 }),
+            request_headers: vec![("authorization".into(), "[redacted]".into())],
+            request_body: Some("{}".into()),
+            response_headers: vec![],
+            response_body: None,
+            chunks: vec!["{\"a\":1}".into()],
+            chunks_omitted: 0,
+            started_at: 5,
+            duration_ms: 3,
+            error: error.map(str::to_string),
+        },
+    }
+}
+
+fn step_update(run: &str, step: u32, status: RecordStatus, error: Option<&str>) -> LlmRecord {
+    LlmRecord::StepUpdated {
+        run_id: run.into(),
+        step,
+        status,
+        error: error.map(str::to_string),
+        response: None,
+        usage: None,
+        first_token_at: None,
+        ended_at: Some(9),
+    }
+}
+
+async fn trace_statuses_never_regress_and_end_with_the_attempt(s: Arc<dyn Store>) {
+    let t = s
+        .submit(vec![valid("true", |_| {})], 1)
+        .await
+        .unwrap()
+        .remove(0)
+        .task;
+    let running = s.claim(&node(), 30_000, 2).await.unwrap().unwrap();
+    let run = "run-1";
+    let started = |step: u32| LlmRecord::StepStarted {
+        run_id: run.into(),
+        step,
+        operation: "stream".into(),
+        request: "{\"model\":\"m\"}".into(),
+        started_at: 3 + i64::from(step),
+    };
+    s.record_llm(&[
+        LlmRecord::RunStarted {
+            run_id: run.into(),
+            task_id: t.id,
+            task_attempt: running.attempt,
+            provider: "openai".into(),
+            model: "m".into(),
+            started_at: 3,
+        },
+        started(1),
+        attempt_record(run, 1, 1, Some("the model API answered 500")),
+        step_update(
+            run,
+            1,
+            RecordStatus::Error,
+            Some("the model API answered 500"),
+        ),
+        attempt_record(run, 1, 2, None),
+        LlmRecord::StepUpdated {
+            run_id: run.into(),
+            step: 1,
+            status: RecordStatus::Completed,
+            error: None,
+            response: Some("{\"finish_reason\":\"stop\"}".into()),
+            usage: Some(Usage {
+                input_tokens: Some(7),
+                ..Usage::default()
+            }),
+            first_token_at: Some(6),
+            ended_at: Some(8),
+        },
+        // Late or repeated records change nothing.
+        step_update(run, 1, RecordStatus::Error, Some("late")),
+        step_update(run, 1, RecordStatus::InProgress, None),
+        started(1),
+        attempt_record(run, 1, 2, Some("a duplicate")),
+        started(2),
+    ])
+    .await
+    .unwrap();
+    // The attempt ends while step 2 is still in progress: it is interrupted, step 1 stays.
+    s.finish(finish(&running, Status::Failed, None))
+        .await
+        .unwrap();
+    let runs = s.trace(t.id).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    let r = &runs[0];
+    assert_eq!((r.status, r.task_attempt), (RecordStatus::Interrupted, 1));
+    assert_eq!(r.steps.len(), 2);
+    let one = &r.steps[0];
+    assert_eq!(one.status, RecordStatus::Completed);
+    assert_eq!(one.error, None, "a retry that succeeds clears the error");
+    assert_eq!(one.usage.input_tokens, Some(7));
+    assert_eq!(one.usage.output_tokens, None);
+    assert_eq!(one.first_token_at, Some(6));
+    assert_eq!(one.response.as_ref().unwrap()["finish_reason"], "stop");
+    assert_eq!(one.attempts.len(), 2);
+    assert_eq!(one.attempts[0].status_code, Some(500));
+    assert_eq!(one.attempts[1].error, None);
+    assert_eq!(one.attempts[1].chunks, vec!["{\"a\":1}".to_string()]);
+    assert_eq!(r.steps[1].status, RecordStatus::Interrupted);
+    // Ended runs do not move back either.
+    s.record_llm(&[LlmRecord::RunEnded {
+        run_id: run.into(),
+        status: RecordStatus::InProgress,
+        error: None,
+        usage: Usage::default(),
+        ended_at: 20,
+    }])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.trace(t.id).await.unwrap()[0].status,
+        RecordStatus::Interrupted
+    );
+    // Cleaning the task takes its trace with it.
+    assert_eq!(s.clean(i64::MAX).await.unwrap(), 1);
+    assert!(s.trace(t.id).await.unwrap().is_empty());
 }

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use deputy_core::submit::ValidTask;
 use deputy_core::time::Millis;
+use deputy_core::trace::{LlmRecord, LlmRun};
 use deputy_core::{Attempt, Event, IdRef, NodeId, Status, Stream, Task, TaskId};
 use sqlx::{Pool, Transaction};
 use tokio::sync::Notify;
 
 use super::dialect::{self, Db, sql};
-use super::{output, rows, tasks};
+use super::{output, rows, tasks, trace};
 use crate::{
     CancelOutcome, Finish, Group, ListQuery, OutputBatch, Page, Result, StatusCounts, Store,
     StoreError, StoredChunk, Submitted,
@@ -346,6 +347,21 @@ impl Store for DbStore {
         .execute(&self.writer)
         .await?;
         Ok(())
+    }
+
+    async fn record_llm(&self, records: &[LlmRecord]) -> Result<()> {
+        // No event seq is taken, so no lock is either; and nothing to announce.
+        let mut tx = self.writer.begin().await?;
+        for r in records {
+            trace::record(&mut tx, r).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn trace(&self, id: TaskId) -> Result<Vec<LlmRun>> {
+        let mut conn = self.reader.acquire().await?;
+        trace::load(&mut conn, id).await
     }
 
     async fn close(&self) {

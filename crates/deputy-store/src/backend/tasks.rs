@@ -134,6 +134,8 @@ async fn apply(conn: &mut Conn, cur: &Task, to: Status, mv: Move, now: Millis) -
         .bind(i64::from(cur.attempt))
         .execute(&mut *conn)
         .await?;
+        // Model calls the attempt left unfinished end with it.
+        super::trace::interrupt(conn, t.id, cur.attempt, now).await?;
     }
     if to == Status::Running {
         sqlx::query(sql(

@@ -22,6 +22,9 @@ mod store;
 #[path = "../backend/tasks.rs"]
 #[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod tasks;
+#[path = "../backend/trace.rs"]
+#[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
+mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,9 +135,18 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts)
             .await?;
-        crate::migrator(include_str!("../../migrations/postgres/0001_init.sql"))
-            .run(&pool)
-            .await?;
+        crate::migrator(&[
+            (
+                "init",
+                include_str!("../../migrations/postgres/0001_init.sql"),
+            ),
+            (
+                "llm_trace",
+                include_str!("../../migrations/postgres/0002_llm_trace.sql"),
+            ),
+        ])
+        .run(&pool)
+        .await?;
         let committed = Arc::new(Notify::new());
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(CHANNEL).await?;

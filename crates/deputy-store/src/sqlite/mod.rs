@@ -17,6 +17,9 @@ mod store;
 #[path = "../backend/tasks.rs"]
 #[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod tasks;
+#[path = "../backend/trace.rs"]
+#[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
+mod trace;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -85,9 +88,18 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(base.clone())
             .await?;
-        crate::migrator(include_str!("../../migrations/sqlite/0001_init.sql"))
-            .run(&writer)
-            .await?;
+        crate::migrator(&[
+            (
+                "init",
+                include_str!("../../migrations/sqlite/0001_init.sql"),
+            ),
+            (
+                "llm_trace",
+                include_str!("../../migrations/sqlite/0002_llm_trace.sql"),
+            ),
+        ])
+        .run(&writer)
+        .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(60))
