@@ -21,7 +21,7 @@ pub struct Usage {
 
 impl Usage {
     /// Sums two counts; unknown plus unknown stays unknown.
-    pub fn add(self, other: Usage) -> Usage {
+    pub fn plus(self, other: Usage) -> Usage {
         fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
             match (a, b) {
                 (None, None) => None,
@@ -217,7 +217,7 @@ mod tests {
             input_tokens: Some(3),
             ..Usage::default()
         };
-        let sum = known.add(Usage::default());
+        let sum = known.plus(Usage::default());
         assert_eq!(sum.input_tokens, Some(3));
         assert_eq!(sum.output_tokens, None);
     }

@@ -9,6 +9,7 @@ pub mod anthropic;
 pub mod call;
 pub mod openai;
 pub mod providers;
+pub mod record;
 pub mod retry;
 pub mod sequence;
 pub mod tools;

@@ -1,102 +1,15 @@
 //! The OpenAI-compatible client against a local mock server speaking the real wire
 //! format (JSON and SSE), faults included.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use deputy_llm::openai::client::{ChatRequest, LlmError, OpenAiClient, ToolSpec};
 use deputy_llm::openai::stream::StreamError;
 use deputy_llm::{FinishReason, Message, ToolCall};
 use serde_json::{Value, json};
 
-#[derive(Clone)]
-enum Reply {
-    Status(u16, Option<&'static str>),
-    Json(Value),
-    Sse(Vec<String>),
-    /// Some frames, then the connection breaks.
-    Reset(Vec<String>),
-}
-
-#[derive(Default)]
-struct Mock {
-    replies: Mutex<VecDeque<Reply>>,
-    auth: Mutex<Vec<String>>,
-    bodies: Mutex<Vec<Value>>,
-}
-
-async fn chat(State(m): State<Arc<Mock>>, headers: HeaderMap, body: String) -> Response {
-    m.auth.lock().unwrap().push(
-        headers
-            .get("authorization")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default(),
-    );
-    m.bodies
-        .lock()
-        .unwrap()
-        .push(serde_json::from_str(&body).unwrap());
-    let reply = m
-        .replies
-        .lock()
-        .unwrap()
-        .pop_front()
-        .expect("a scripted reply");
-    let sse = |frames: &[String]| {
-        frames
-            .iter()
-            .map(|f| format!("data: {f}\n\n"))
-            .collect::<String>()
-    };
-    match reply {
-        Reply::Status(code, retry_after) => {
-            let mut r = (
-                StatusCode::from_u16(code).unwrap(),
-                r#"{"error":{"message":"scripted"}}"#,
-            )
-                .into_response();
-            if let Some(s) = retry_after {
-                r.headers_mut().insert("retry-after", s.parse().unwrap());
-            }
-            r
-        }
-        Reply::Json(v) => axum::Json(v).into_response(),
-        Reply::Sse(frames) => {
-            ([("content-type", "text/event-stream")], sse(&frames)).into_response()
-        }
-        Reply::Reset(frames) => {
-            let head = sse(&frames);
-            let stream = futures_util::stream::iter(vec![
-                Ok::<_, std::io::Error>(axum::body::Bytes::from(head)),
-                Err(std::io::Error::other("connection reset")),
-            ]);
-            (
-                [("content-type", "text/event-stream")],
-                Body::from_stream(stream),
-            )
-                .into_response()
-        }
-    }
-}
-
-async fn mock(replies: Vec<Reply>) -> (Arc<Mock>, String) {
-    let m = Arc::new(Mock::default());
-    m.replies.lock().unwrap().extend(replies);
-    let app = Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .with_state(m.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (m, url)
-}
+mod common;
+use common::{Reply, mock};
 
 fn client(url: &str) -> OpenAiClient {
     let mut c = OpenAiClient::new(url, Some("sk-test-secret".into()));

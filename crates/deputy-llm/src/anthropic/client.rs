@@ -10,8 +10,8 @@ use super::wire::wire_messages;
 use crate::call::{Attempt, AttemptResult};
 pub use crate::call::{AttemptReport, LlmError, Outcome};
 use crate::openai::client::ChatRequest;
+use crate::record::{AttemptCapture, RunRecorder};
 use crate::retry::RetryPolicy;
-use crate::sequence::check_sequence;
 
 pub const API_VERSION: &str = "2023-06-01";
 /// The Messages API requires `max_tokens`; used when the request sets none.
@@ -74,13 +74,31 @@ impl AnthropicClient {
         req: &ChatRequest,
         on_text: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Outcome, LlmError> {
-        check_sequence(&req.messages)?;
+        self.call(req, on_text, None).await
+    }
+
+    /// A streaming completion, recorded as a step of `run` when there is one.
+    pub async fn call(
+        &self,
+        req: &ChatRequest,
+        on_text: &mut (dyn FnMut(&str) + Send),
+        run: Option<&RunRecorder>,
+    ) -> Result<Outcome, LlmError> {
         let body = self.body(req);
         let call = AnthropicAttempt {
             client: self,
             body: &body,
         };
-        crate::call::with_retries(&self.retry, &call, on_text).await
+        crate::call::recorded_call(
+            run,
+            "stream",
+            req,
+            self.api_key.as_deref(),
+            &self.retry,
+            &call,
+            on_text,
+        )
+        .await
     }
 }
 
@@ -90,7 +108,11 @@ struct AnthropicAttempt<'a> {
 }
 
 impl Attempt for AnthropicAttempt<'_> {
-    async fn attempt(&self, on_text: &mut (dyn FnMut(&str) + Send)) -> AttemptResult {
+    async fn attempt(
+        &self,
+        on_text: &mut (dyn FnMut(&str) + Send),
+        capture: &mut AttemptCapture,
+    ) -> AttemptResult {
         let c = self.client;
         let mut rb = c
             .http
@@ -100,7 +122,8 @@ impl Attempt for AnthropicAttempt<'_> {
         if let Some(k) = &c.api_key {
             rb = rb.header("x-api-key", k);
         }
-        let (resp, status) = match crate::call::send(rb).await {
+        let secret = c.api_key.as_deref();
+        let (resp, status) = match crate::call::send(&c.http, rb, capture, secret).await {
             Ok(r) => r,
             Err(failed) => return failed,
         };
@@ -112,6 +135,7 @@ impl Attempt for AnthropicAttempt<'_> {
                 Ok(ev) => ev,
                 Err(e) => return (Err(LlmError::Connection(e.to_string())), Some(status), None),
             };
+            capture.chunk(&ev.data);
             size += ev.data.len();
             if size > c.max_response_bytes {
                 return (

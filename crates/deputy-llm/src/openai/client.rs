@@ -9,19 +9,19 @@ use serde_json::{Value, json};
 
 use super::stream::{Completion, StreamAccumulator};
 pub use crate::call::{AttemptReport, LlmError, Outcome};
+use crate::record::{AttemptCapture, RunRecorder};
 use crate::retry::RetryPolicy;
-use crate::sequence::check_sequence;
 use crate::types::{FinishReason, Message, ToolCall, Usage};
 
 /// A tool the model may call: its name, what it does, and a JSON schema of its arguments.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ToolSpec {
     pub name: String,
     pub description: String,
     pub parameters: Value,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
@@ -106,7 +106,7 @@ impl OpenAiClient {
 
     /// A non-streaming completion.
     pub async fn generate(&self, req: &ChatRequest) -> Result<Outcome, LlmError> {
-        self.with_retries(req, false, &mut |_| {}).await
+        self.call(req, false, &mut |_| {}, None).await
     }
 
     /// A streaming completion; `on_text` sees text as it arrives (including text of an
@@ -116,23 +116,34 @@ impl OpenAiClient {
         req: &ChatRequest,
         on_text: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Outcome, LlmError> {
-        self.with_retries(req, true, on_text).await
+        self.call(req, true, on_text, None).await
     }
 
-    async fn with_retries(
+    /// A completion, streamed or not, recorded as a step of `run` when there is one.
+    pub async fn call(
         &self,
         req: &ChatRequest,
         stream: bool,
         on_text: &mut (dyn FnMut(&str) + Send),
+        run: Option<&RunRecorder>,
     ) -> Result<Outcome, LlmError> {
-        check_sequence(&req.messages)?;
         let body = self.body(req, stream);
         let call = OpenAiAttempt {
             client: self,
             body: &body,
             stream,
         };
-        crate::call::with_retries(&self.retry, &call, on_text).await
+        let operation = if stream { "stream" } else { "generate" };
+        crate::call::recorded_call(
+            run,
+            operation,
+            req,
+            self.api_key.as_deref(),
+            &self.retry,
+            &call,
+            on_text,
+        )
+        .await
     }
 
     /// One HTTP round trip: the result, the status, and the server's Retry-After.
@@ -141,6 +152,7 @@ impl OpenAiClient {
         body: &Value,
         stream: bool,
         on_text: &mut (dyn FnMut(&str) + Send),
+        capture: &mut AttemptCapture,
     ) -> crate::call::AttemptResult {
         let mut rb = self
             .http
@@ -149,14 +161,15 @@ impl OpenAiClient {
         if let Some(k) = &self.api_key {
             rb = rb.bearer_auth(k);
         }
-        let (resp, status) = match crate::call::send(rb).await {
+        let secret = self.api_key.as_deref();
+        let (resp, status) = match crate::call::send(&self.http, rb, capture, secret).await {
             Ok(r) => r,
             Err(failed) => return failed,
         };
         let result = if stream {
-            self.read_stream(resp, on_text).await
+            self.read_stream(resp, on_text, capture).await
         } else {
-            self.read_body(resp).await
+            self.read_body(resp, capture).await
         };
         (result, Some(status), None)
     }
@@ -165,6 +178,7 @@ impl OpenAiClient {
         &self,
         resp: reqwest::Response,
         on_text: &mut (dyn FnMut(&str) + Send),
+        capture: &mut AttemptCapture,
     ) -> Result<Completion, LlmError> {
         let mut acc = StreamAccumulator::new();
         let mut size = 0usize;
@@ -175,6 +189,7 @@ impl OpenAiClient {
             if size > self.max_response_bytes {
                 return Err(LlmError::TooLarge(self.max_response_bytes));
             }
+            capture.chunk(&ev.data);
             if let Some(text) = acc.push(&ev.data)? {
                 on_text(&text);
             }
@@ -182,11 +197,16 @@ impl OpenAiClient {
         Ok(acc.finish()?)
     }
 
-    async fn read_body(&self, resp: reqwest::Response) -> Result<Completion, LlmError> {
+    async fn read_body(
+        &self,
+        resp: reqwest::Response,
+        capture: &mut AttemptCapture,
+    ) -> Result<Completion, LlmError> {
         let bytes = resp
             .bytes()
             .await
             .map_err(|e| LlmError::Connection(e.to_string()))?;
+        capture.response_body(&bytes);
         if bytes.len() > self.max_response_bytes {
             return Err(LlmError::TooLarge(self.max_response_bytes));
         }
@@ -264,7 +284,13 @@ struct OpenAiAttempt<'a> {
 }
 
 impl crate::call::Attempt for OpenAiAttempt<'_> {
-    async fn attempt(&self, on_text: &mut (dyn FnMut(&str) + Send)) -> crate::call::AttemptResult {
-        self.client.attempt(self.body, self.stream, on_text).await
+    async fn attempt(
+        &self,
+        on_text: &mut (dyn FnMut(&str) + Send),
+        capture: &mut AttemptCapture,
+    ) -> crate::call::AttemptResult {
+        self.client
+            .attempt(self.body, self.stream, on_text, capture)
+            .await
     }
 }

@@ -22,7 +22,7 @@ pub enum StreamError {
 }
 
 /// The assembled response.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Completion {
     /// An assistant message with the text and tool calls.
     pub message: Message,
