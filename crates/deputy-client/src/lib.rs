@@ -142,6 +142,12 @@ impl Client {
             .await
     }
 
+    /// The debug record of a task's model calls.
+    pub async fn trace(&self, id: &str) -> Result<deputy_core::trace::Trace> {
+        self.send(self.req(Method::GET, &format!("/v1/tasks/{}/trace", enc(id))))
+            .await
+    }
+
     pub async fn list(&self, query: &[(&str, String)]) -> Result<TaskPage> {
         self.send(self.req(Method::GET, "/v1/tasks").query(query))
             .await

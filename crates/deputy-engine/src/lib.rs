@@ -19,7 +19,11 @@ pub mod runner;
 mod scheduler;
 pub mod supervisor;
 
+use deputy_llm::providers::ProviderConfig;
+use deputy_llm::record::otlp::SpanExporter;
+use deputy_llm::record::{RecordLimits, Recorder, drain};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,6 +54,10 @@ pub struct EngineConfig {
     pub output_flush_interval: Duration,
     /// This node's HTTP API, recorded for `deputy nodes`.
     pub address: Option<String>,
+    /// Model providers by name (built-ins plus configured ones).
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// An OTLP/HTTP collector: each recorded model call is also exported as a span.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl EngineConfig {
@@ -64,6 +72,8 @@ impl EngineConfig {
             resource_sample: Duration::from_secs(1),
             output_flush_interval: Duration::from_millis(50),
             address: None,
+            providers: deputy_llm::providers::builtin(&|k| std::env::var(k).ok()),
+            otlp_endpoint: None,
         }
     }
 }
@@ -103,6 +113,8 @@ pub(crate) struct Inner {
     supervisors: TaskTracker,
     resources: watch::Receiver<Snapshot>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Where model calls are recorded (into the store, off the call path).
+    pub(crate) recorder: Recorder,
 }
 
 impl Inner {
@@ -140,6 +152,27 @@ impl Inner {
     }
 }
 
+/// Starts the task that writes model-call records into the store.
+fn start_recorder(store: &Arc<dyn Store>, cfg: &EngineConfig) -> Recorder {
+    let (mut recorder, receiver) = Recorder::new(1024, RecordLimits::default());
+    let store = store.clone();
+    tokio::spawn(drain(receiver, async move |batch| {
+        store.record_llm(batch).await.map_err(|e| e.to_string())
+    }));
+    if let Some(endpoint) = &cfg.otlp_endpoint {
+        recorder = recorder.with_spans(SpanExporter::start(endpoint));
+    }
+    recorder
+}
+
+/// Moves a Prometheus counter up to a total kept elsewhere.
+fn catch_up(counter: &prometheus_client::metrics::counter::Counter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
+    }
+}
+
 /// A cheap-clone handle to the running engine.
 #[derive(Clone)]
 pub struct Engine {
@@ -170,6 +203,7 @@ impl Engine {
         } else {
             resources::monitor(cfg.resource_sample, halt.clone())
         };
+        let recorder = start_recorder(&store, &cfg);
         let inner = Arc::new(Inner {
             store,
             base_env: runner::base_env(),
@@ -181,6 +215,7 @@ impl Engine {
             supervisors: TaskTracker::new(),
             resources,
             metrics,
+            recorder,
         });
         tokio::spawn(scheduler::run(inner.clone()));
         tokio::spawn(heartbeat(inner.clone()));
@@ -202,6 +237,11 @@ impl Engine {
 
     pub fn running_count(&self) -> usize {
         self.inner.running_count()
+    }
+
+    /// The recorder of model calls, for agent runs.
+    pub fn recorder(&self) -> &Recorder {
+        &self.inner.recorder
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -237,6 +277,9 @@ impl Engine {
                 .set(n as i64);
         }
         m.running.set(self.running_count() as i64);
+        let stats = self.inner.recorder.stats();
+        catch_up(&m.llm_records, stats.written.load(Ordering::Relaxed));
+        catch_up(&m.llm_record_failures, stats.failed.load(Ordering::Relaxed));
         Ok(m.render())
     }
 
@@ -367,6 +410,8 @@ impl Engine {
             }
             self.inner.supervisors.wait().await;
         }
+        // What the last runs recorded is written before the store closes.
+        self.inner.recorder.flush().await;
         self.inner.halt.cancel();
         self.inner.store.close().await;
     }

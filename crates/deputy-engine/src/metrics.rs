@@ -48,6 +48,8 @@ pub struct Metrics {
     pub sse_subscribers: Gauge,
     pub http_requests: Family<RequestLabels, Counter>,
     pub http_latency: HistogramFamily<RouteLabels>,
+    pub llm_records: Counter,
+    pub llm_record_failures: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -111,6 +113,18 @@ impl Metrics {
             "HTTP request latency (for streams: until the response starts)",
             http_latency.clone(),
         );
+        let llm_records = Counter::default();
+        registry.register(
+            "llm_records",
+            "Model-call records written to the store",
+            llm_records.clone(),
+        );
+        let llm_record_failures = Counter::default();
+        registry.register(
+            "llm_record_failures",
+            "Model-call records that could not be written (the calls went on)",
+            llm_record_failures.clone(),
+        );
         Arc::new(Self {
             registry,
             tasks,
@@ -121,6 +135,8 @@ impl Metrics {
             sse_subscribers,
             http_requests,
             http_latency,
+            llm_records,
+            llm_record_failures,
         })
     }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
     /// Chat Completions: OpenAI, vLLM, llama.cpp, Ollama, LiteLLM, OpenRouter.
+    #[serde(rename = "openai", alias = "open_ai")]
     OpenAi,
     /// The Anthropic Messages API.
     Anthropic,

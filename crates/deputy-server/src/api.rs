@@ -181,6 +181,20 @@ pub(crate) async fn get_task(
     }))
 }
 
+/// The debug record of a task's model calls: runs, steps, attempts.
+#[utoipa::path(get, path = "/v1/tasks/{id}/trace", tag = "tasks", params(("id" = String, Path, description = "Id or unique prefix (8+ hex)")), responses((status = 200, description = "Every model-call run of the task, oldest first (none for a shell task)", body = deputy_core::trace::Trace), (status = 404, body = crate::error::ErrorBody)))]
+pub(crate) async fn trace(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<deputy_core::trace::Trace>, ApiError> {
+    let id = resolve_id(&state, &raw).await?;
+    state.engine.store().get(id).await?; // 404 for a task that does not exist.
+    Ok(Json(deputy_core::trace::Trace {
+        task_id: id,
+        runs: state.engine.store().trace(id).await?,
+    }))
+}
+
 #[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks", params(("id" = String, Path)), request_body(content = Option<CancelRequest>), responses((status = 200, body = CancelResponse), (status = 404, body = crate::error::ErrorBody), (status = 409, description = "Already ended", body = crate::error::ErrorBody)))]
 pub(crate) async fn cancel(
     State(state): State<AppState>,

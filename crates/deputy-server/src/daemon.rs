@@ -48,6 +48,10 @@ pub struct DaemonConfig {
     pub output_flush_interval: Duration,
     /// A PostgreSQL URL: share the queue with other nodes. None: SQLite in the data dir.
     pub database: Option<String>,
+    /// Model providers by name (built-ins plus configured ones).
+    pub providers: std::collections::BTreeMap<String, deputy_llm::providers::ProviderConfig>,
+    /// An OTLP/HTTP collector for model-call spans.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl DaemonConfig {
@@ -71,6 +75,8 @@ impl DaemonConfig {
             write_timeout: Duration::from_secs(30),
             output_flush_interval: Duration::from_millis(50),
             database: None,
+            providers: deputy_llm::providers::builtin(&|k| std::env::var(k).ok()),
+            otlp_endpoint: None,
         }
     }
 }
@@ -241,6 +247,8 @@ pub async fn start(cfg: DaemonConfig) -> anyhow::Result<Daemon> {
     ecfg.lease = cfg.lease;
     ecfg.output_flush_interval = cfg.output_flush_interval;
     ecfg.address = Some(format!("http://{addr}"));
+    ecfg.providers = cfg.providers.clone();
+    ecfg.otlp_endpoint = cfg.otlp_endpoint.clone();
     let engine = Engine::start(store.clone(), ecfg).await?;
 
     let started_at = now_ms();

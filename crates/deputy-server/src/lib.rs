@@ -55,6 +55,7 @@ pub fn app(state: AppState, max_body: usize, token: Option<auth::Token>) -> Rout
         .route("/v1/tasks/{id}/cancel", post(api::cancel))
         .route("/v1/tasks/{id}/retry", post(api::retry))
         .route("/v1/tasks/{id}/logs", get(api::logs))
+        .route("/v1/tasks/{id}/trace", get(api::trace))
         .route("/v1/tasks/{id}/events", get(sse::task_events))
         .route("/v1/events", get(sse::all_events))
         .route("/v1/queue/pause", post(api::pause))

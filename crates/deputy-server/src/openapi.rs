@@ -11,11 +11,12 @@ use crate::{api, metrics_http, sse};
 #[openapi(
     info(
         title = "deputy",
-        description = "Queue, run and observe shell tasks (and, later, agents). Errors are `{\"error\": {\"code\", \"message\"}}`. With an API token configured, send `Authorization: Bearer <token>`."
+        description = "Queue, run and observe shell tasks and agents, down to each model call. Errors are `{\"error\": {\"code\", \"message\"}}`. With an API token configured, send `Authorization: Bearer <token>`."
     ),
     paths(
         api::healthz, api::readyz, api::version, api::status, api::nodes,
         api::submit, api::list, api::get_task, api::cancel, api::retry, api::logs,
+        api::trace,
         sse::task_events, sse::all_events,
         api::pause, api::resume, api::groups, api::add_group, api::update_group, api::clean,
         metrics_http::metrics,

@@ -41,6 +41,9 @@ pub enum Command {
     Show(ShowArgs),
     /// Print a task's output.
     Logs(LogsArgs),
+    /// Show a task's model calls as a timeline: steps, attempts, tokens, durations and
+    /// errors (`--json`: the full record, with redacted requests and responses).
+    Trace(ShowArgs),
     /// Wait for tasks to end; exits non-zero if any did not succeed.
     Wait(WaitArgs),
     /// Cancel tasks (a running task's process group is stopped).

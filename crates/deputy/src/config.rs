@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use deputy_engine::ResourceLimits;
+use deputy_llm::providers::ProviderConfig;
 use deputy_server::DaemonConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +103,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "PostgreSQL URL to share one queue between nodes; empty: SQLite in the data dir",
     ),
     (
+        "otlp_endpoint",
+        "",
+        "OTLP/HTTP collector for model-call spans (default: $OTEL_EXPORTER_OTLP_ENDPOINT)",
+    ),
+    (
         "output_flush_interval",
         "50ms",
         "how long output may wait before it is stored and streamed; 0ms stores every read",
@@ -118,6 +124,8 @@ pub struct Entry {
 pub struct Config {
     pub entries: BTreeMap<&'static str, Entry>,
     pub file: PathBuf,
+    /// `[providers.<name>]` tables from the file (the built-ins are added on top).
+    pub providers: BTreeMap<String, ProviderConfig>,
 }
 
 pub fn default_config_file() -> PathBuf {
@@ -159,6 +167,7 @@ impl Config {
                 )
             })
             .collect();
+        let mut providers = BTreeMap::new();
         let explicit = file
             .map(Path::to_path_buf)
             .or_else(|| std::env::var_os("DEPUTY_CONFIG").map(PathBuf::from));
@@ -169,6 +178,17 @@ impl Config {
                     .parse()
                     .with_context(|| format!("cannot parse the config file {}", path.display()))?;
                 for (k, v) in table {
+                    if k == "providers" {
+                        providers = v.try_into().with_context(|| {
+                            format!(
+                                "`[providers]` in {}: each provider takes kind (openai or \
+                                 anthropic), base_url, and optionally api_key_env, \
+                                 default_model, timeout_secs",
+                                path.display()
+                            )
+                        })?;
+                        continue;
+                    }
                     let Some((key, _, _)) = KEYS.iter().find(|(name, _, _)| *name == k) else {
                         bail!(
                             "unknown key `{k}` in {}; known keys: {}",
@@ -218,6 +238,7 @@ impl Config {
         let cfg = Self {
             entries,
             file: path,
+            providers,
         };
         cfg.daemon_config()?; // Fail early on bad values, naming the key and its source.
         Ok(cfg)
@@ -245,6 +266,35 @@ impl Config {
     pub fn api_token(&self) -> Option<String> {
         let v = &self.raw("api_token").value;
         (!v.is_empty()).then(|| v.clone())
+    }
+
+    /// `otlp_endpoint`, else the standard OpenTelemetry variables.
+    pub fn otlp_endpoint(&self) -> anyhow::Result<Option<String>> {
+        let e = self.raw("otlp_endpoint");
+        let (value, from) = if e.value.is_empty() {
+            match [
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ]
+            .iter()
+            .find_map(|v| {
+                std::env::var(v)
+                    .ok()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| (s, *v))
+            }) {
+                Some((url, var)) => (url, format!("env {var}")),
+                None => return Ok(None),
+            }
+        } else {
+            (e.value.clone(), e.source.to_string())
+        };
+        if !(value.starts_with("http://") || value.starts_with("https://")) {
+            bail!(
+                "config `otlp_endpoint` = `{value}` (from {from}): use an http:// or https:// URL of an OTLP/HTTP collector, like http://127.0.0.1:4318"
+            );
+        }
+        Ok(Some(value))
     }
 
     pub fn url(&self) -> Option<String> {
@@ -329,6 +379,11 @@ impl Config {
                 "config `database` = `{other}`: use a postgres:// URL, or leave it empty for SQLite"
             ),
         };
+        d.providers = deputy_llm::providers::resolve(&self.providers, &|k| std::env::var(k).ok())
+            .map_err(|m| {
+            anyhow::anyhow!("config `providers` in {}: {m}", self.file.display())
+        })?;
+        d.otlp_endpoint = self.otlp_endpoint()?;
         if let Some(t) = &d.api_token {
             deputy_server::auth::Token::new(t)
                 .map_err(|m| anyhow::anyhow!("config `api_token`: {m}"))?;

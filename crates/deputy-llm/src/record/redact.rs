@@ -31,16 +31,31 @@ pub fn is_secret_key(key: &str) -> bool {
         || k == "cookie"
 }
 
-/// Substrings that tell a text may hold a secret-looking JSON key, so only such texts
-/// pay for a parse.
-const KEY_HINTS: &[&str] = &[
-    "token\"",
-    "key\"",
-    "secret",
-    "password",
-    "authorization",
-    "cookie",
-];
+/// Whether a JSON text may have an object key that names a secret: each `:` that
+/// follows a quoted string is checked. Cheap (no parse, no allocation), and never
+/// wrong in the direction that matters: a `:` inside a string value can only cause a
+/// needless parse, never a missed key.
+fn may_hold_secret_key(s: &str) -> bool {
+    let b = s.as_bytes();
+    for (colon, _) in s.match_indices(':') {
+        let mut end = colon;
+        while end > 0 && b[end - 1].is_ascii_whitespace() {
+            end -= 1;
+        }
+        if end == 0 || b[end - 1] != b'"' {
+            continue;
+        }
+        let close = end - 1;
+        let from = close.saturating_sub(64);
+        if let Some(open) = b[from..close].iter().rposition(|&c| c == b'"')
+            && let Ok(key) = std::str::from_utf8(&b[from + open + 1..close])
+            && is_secret_key(key)
+        {
+            return true;
+        }
+    }
+    false
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
@@ -80,8 +95,7 @@ impl Redactor {
     /// A JSON body (or any text): values under secret keys replaced, then known
     /// secrets scrubbed. Text that is not JSON is scrubbed as text.
     pub fn body(&self, s: &str) -> String {
-        let lower_hint = KEY_HINTS.iter().any(|h| contains_ignore_case(s, h));
-        let s = if lower_hint {
+        let s = if may_hold_secret_key(s) {
             match serde_json::from_str::<Value>(s) {
                 Ok(mut v) => {
                     redact_value(&mut v);
@@ -94,13 +108,6 @@ impl Redactor {
         };
         self.text(&s)
     }
-}
-
-fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
-    haystack
-        .as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 fn redact_value(v: &mut Value) {
@@ -181,6 +188,16 @@ mod tests {
             r.body("Incorrect API key provided: sk-live-0123456789."),
             "Incorrect API key provided: [redacted]."
         );
+    }
+
+    #[test]
+    fn secret_keys_are_spotted_without_parsing() {
+        assert!(may_hold_secret_key(r#"{"a":1,"api_key":"x"}"#));
+        assert!(may_hold_secret_key(r#"{"a": {"Password" : "x"}}"#));
+        assert!(!may_hold_secret_key(
+            r#"{"model":"m","usage":{"input_tokens":3},"content":"a: b"}"#
+        ));
+        assert!(!may_hold_secret_key("plain text: no json"));
     }
 
     #[test]

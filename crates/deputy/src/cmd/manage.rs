@@ -134,6 +134,39 @@ pub async fn nodes(cfg: &Config, json: bool) -> anyhow::Result<u8> {
         ]);
     }
     print!("{}", render::table(&rows));
+    let d = cfg.daemon_config()?;
+    println!("\n# model providers (built-in openai and anthropic, plus [providers.<name>])");
+    let mut rows = Vec::new();
+    for (name, p) in &d.providers {
+        let key = match &p.api_key_env {
+            Some(var) if std::env::var(var).is_ok_and(|v| !v.is_empty()) => {
+                format!("key from ${var} (set)")
+            }
+            Some(var) => format!("key from ${var} (unset)"),
+            None => "no key".into(),
+        };
+        let origin = if cfg.providers.contains_key(name) {
+            format!("file {}", cfg.file.display())
+        } else {
+            "built-in".into()
+        };
+        rows.push(vec![
+            format!(
+                "{name} = {} {}",
+                match p.kind {
+                    deputy_llm::providers::ProviderKind::OpenAi => "openai",
+                    deputy_llm::providers::ProviderKind::Anthropic => "anthropic",
+                },
+                p.base_url
+            ),
+            format!(
+                "# {key}; model {}; timeout {}s; {origin}",
+                p.default_model.as_deref().unwrap_or("(none)"),
+                p.timeout_secs
+            ),
+        ]);
+    }
+    print!("{}", render::table(&rows));
     Ok(0)
 }
 
@@ -168,6 +201,39 @@ pub fn config_show(cfg: &Config) -> anyhow::Result<u8> {
         rows.push(vec![
             format!("{key} = {value:?}"),
             format!("# {}; {help}", e.source),
+        ]);
+    }
+    print!("{}", render::table(&rows));
+    let d = cfg.daemon_config()?;
+    println!("\n# model providers (built-in openai and anthropic, plus [providers.<name>])");
+    let mut rows = Vec::new();
+    for (name, p) in &d.providers {
+        let key = match &p.api_key_env {
+            Some(var) if std::env::var(var).is_ok_and(|v| !v.is_empty()) => {
+                format!("key from ${var} (set)")
+            }
+            Some(var) => format!("key from ${var} (unset)"),
+            None => "no key".into(),
+        };
+        let origin = if cfg.providers.contains_key(name) {
+            format!("file {}", cfg.file.display())
+        } else {
+            "built-in".into()
+        };
+        rows.push(vec![
+            format!(
+                "{name} = {} {}",
+                match p.kind {
+                    deputy_llm::providers::ProviderKind::OpenAi => "openai",
+                    deputy_llm::providers::ProviderKind::Anthropic => "anthropic",
+                },
+                p.base_url
+            ),
+            format!(
+                "# {key}; model {}; timeout {}s; {origin}",
+                p.default_model.as_deref().unwrap_or("(none)"),
+                p.timeout_secs
+            ),
         ]);
     }
     print!("{}", render::table(&rows));

@@ -5,6 +5,7 @@ mod follow;
 mod manage;
 mod serve;
 mod submit;
+mod trace;
 mod view;
 
 use crate::cli::{Cli, Command, ConfigCommand};
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Ls(a) => view::ls(&cfg, a).await,
         Command::Show(a) => view::show(&cfg, a).await,
         Command::Logs(a) => follow::logs(&cfg, a).await,
+        Command::Trace(a) => trace::trace(&cfg, a).await,
         Command::Wait(a) => follow::wait(&cfg, a).await,
         Command::Cancel(a) => manage::cancel(&cfg, a).await,
         Command::Retry(a) => manage::retry(&cfg, a).await,

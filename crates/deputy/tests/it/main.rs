@@ -15,3 +15,4 @@ mod races;
 mod recovery;
 mod scheduling;
 mod streams;
+mod trace;
