@@ -1,9 +1,8 @@
-//! deputy's model layer (in progress): one model of messages and tool calls for every
-//! provider, a sequencing check that runs before any request leaves, and a streamed
-//! tool-call assembler for OpenAI-compatible Chat Completions.
-//!
-//! Done: the OpenAI-compatible client (streaming and not) with retries. Next: the
-//! Anthropic client, tool-argument schema checks, and the debug recorder.
+//! deputy's model layer: one model of messages and tool calls for every provider, a
+//! sequencing check that runs before any request leaves, streaming clients for
+//! OpenAI-compatible Chat Completions and the Anthropic Messages API with retries, tool
+//! arguments checked against their schema, and a debug recorder of every call
+//! ([`record`]): steps and HTTP attempts, redacted, written to the task's database.
 
 pub mod anthropic;
 pub mod call;

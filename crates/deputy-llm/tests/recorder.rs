@@ -321,3 +321,91 @@ async fn anthropic_calls_are_recorded_the_same_way() {
     let key_header = a.request_headers.iter().find(|(k, _)| k == "x-api-key");
     assert_eq!(key_header.unwrap().1, "[redacted]");
 }
+
+#[tokio::test]
+async fn each_step_is_exported_as_a_genai_span_when_a_collector_is_configured() {
+    use axum::routing::post;
+    let (spans_tx, mut spans_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: axum::Json<Value>| {
+            let tx = spans_tx.clone();
+            async move {
+                tx.send(body.0).unwrap();
+                "{}"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, collector).await.unwrap() });
+
+    let (_, url) = mock(vec![Reply::Sse(answer("hi")), Reply::Status(400, None)]).await;
+    let rec = Recording::new().await;
+    let exporter = deputy_llm::record::otlp::SpanExporter::start(&endpoint);
+    let recorder = rec.recorder.clone().with_spans(exporter.clone());
+    let run = deputy_llm::record::RunRecorder::start(&recorder, rec.task, 1, "openai", "m").await;
+    let c = client(&url);
+    c.call(&request(ask()), true, &mut |_| {}, Some(&run))
+        .await
+        .unwrap();
+    c.call(&request(ask()), true, &mut |_| {}, Some(&run))
+        .await
+        .unwrap_err();
+
+    let mut spans = Vec::new();
+    while spans.len() < 2 {
+        let body = tokio::time::timeout(Duration::from_secs(10), spans_rx.recv())
+            .await
+            .expect("the collector got the spans in time")
+            .unwrap();
+        for s in body["resourceSpans"][0]["scopeSpans"][0]["spans"]
+            .as_array()
+            .unwrap()
+        {
+            spans.push(s.clone());
+        }
+    }
+    let attr = |span: &Value, key: &str| {
+        span["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == key)
+            .map(|a| a["value"].clone())
+    };
+    assert_eq!(spans[0]["name"], "chat m");
+    assert_eq!(
+        spans[0]["traceId"], spans[1]["traceId"],
+        "one trace per run"
+    );
+    assert_eq!(
+        attr(&spans[0], "gen_ai.operation.name").unwrap()["stringValue"],
+        "chat"
+    );
+    assert_eq!(
+        attr(&spans[0], "gen_ai.request.model").unwrap()["stringValue"],
+        "m"
+    );
+    assert_eq!(
+        attr(&spans[0], "gen_ai.usage.input_tokens").unwrap()["intValue"],
+        "11"
+    );
+    assert_eq!(
+        attr(&spans[0], "deputy.task.id").unwrap()["stringValue"],
+        rec.task.to_string()
+    );
+    assert_eq!(spans[0]["status"]["code"], 1);
+    assert_eq!(
+        spans[1]["status"]["code"], 2,
+        "the failed call is an error span"
+    );
+    assert!(attr(&spans[1], "error.type").is_some());
+    assert_eq!(
+        exporter
+            .stats()
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
