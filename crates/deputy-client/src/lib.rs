@@ -169,6 +169,15 @@ impl Client {
             .await
     }
 
+    /// A new attempt that continues the last attempt's agent session.
+    pub async fn retry_continue(&self, id: &str) -> Result<Task> {
+        self.send(
+            self.req(Method::POST, &format!("/v1/tasks/{}/retry", enc(id)))
+                .json(&serde_json::json!({"continue": true})),
+        )
+        .await
+    }
+
     /// Rendered output as text. `query` takes `stream`, `attempt`, `tail`.
     pub async fn logs_text(&self, id: &str, query: &[(&str, String)]) -> Result<Vec<u8>> {
         let resp = self

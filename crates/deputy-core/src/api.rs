@@ -109,6 +109,15 @@ pub struct CancelResponse {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RetryRequest {
+    /// Continue the last attempt's agent session (`claude --resume`).
+    #[serde(default, rename = "continue")]
+    pub continue_session: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CancelRequest {
     #[serde(default)]
     pub reason: Option<String>,

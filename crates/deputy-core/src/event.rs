@@ -94,6 +94,21 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// A step of an agent task: a tool call started or finished, its workspace, its
+    /// session. (Its text goes to the task's output as `task.output`.)
+    #[serde(rename = "task.agent")]
+    TaskAgent {
+        attempt: u32,
+        /// `tool_started`, `tool_finished`, `workspace`, `session` or `turn`.
+        step: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tool: Option<String>,
+        /// Arguments, a truncated result, a path or a session id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        is_error: Option<bool>,
+    },
     /// Someone asked to cancel a running task; its owner acts on it.
     #[serde(rename = "task.cancel_requested")]
     TaskCancelRequested {
@@ -121,6 +136,7 @@ impl EventBody {
             EventBody::TaskOutput { .. } => "task.output",
             EventBody::TaskFinished { .. } => "task.finished",
             EventBody::TaskCancelRequested { .. } => "task.cancel_requested",
+            EventBody::TaskAgent { .. } => "task.agent",
             EventBody::QueueUpdated { .. } => "queue.updated",
         }
     }

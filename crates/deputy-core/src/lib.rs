@@ -4,6 +4,7 @@
 //! [`status::check_transition`] to change a task's status and through [`submit`]
 //! to turn user input into a stored [`spec::TaskSpec`].
 
+pub mod agent;
 pub mod api;
 pub mod dag;
 pub mod event;

@@ -141,7 +141,7 @@ impl Command {
     }
 }
 
-/// What kind of work a task is. Later kinds (agents) are new variants.
+/// What kind of work a task is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -151,6 +151,10 @@ pub enum TaskKind {
     },
     /// Does nothing and succeeds: a join point in a DAG, or a probe of the queue itself.
     Noop,
+    /// An AI agent: the built-in tool-using loop or an agent CLI.
+    Agent {
+        agent: crate::agent::AgentSpec,
+    },
 }
 
 impl TaskKind {
@@ -158,6 +162,7 @@ impl TaskKind {
         match self {
             TaskKind::Shell { .. } => "shell",
             TaskKind::Noop => "noop",
+            TaskKind::Agent { .. } => "agent",
         }
     }
 
@@ -165,6 +170,11 @@ impl TaskKind {
         match self {
             TaskKind::Shell { command } => command.display(),
             TaskKind::Noop => "(noop)".to_string(),
+            TaskKind::Agent { agent } => format!(
+                "[{}] {}",
+                agent.backend,
+                crate::text::first_line(&agent.prompt, 200)
+            ),
         }
     }
 }

@@ -18,9 +18,12 @@ use crate::time::{Millis, parse_when};
 pub struct NewTask {
     // Serialization skips unset fields, so what the client sends reads like what a
     // person would write.
-    /// `shell` (the default). Agent kinds come later.
+    /// `shell` (the default), `noop`, or `agent` (then `agent` says what to do).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// For `kind: agent` (which it implies): the backend, prompt, model and budgets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<crate::agent::AgentInput>,
     /// A command line (run by `sh -c`) or an argv list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Command>,
@@ -325,7 +328,39 @@ impl NewTask {
         defaults: &SubmitDefaults,
         now: Millis,
     ) -> Result<ValidTask, ValidationError> {
-        let kind = match (self.kind.as_deref().unwrap_or("shell"), self.command) {
+        let default_kind = if self.agent.is_some() {
+            "agent"
+        } else {
+            "shell"
+        };
+        let kind_name = self.kind.as_deref().unwrap_or(default_kind);
+        if self.agent.is_some() && kind_name != "agent" {
+            return Err(ValidationError::new(
+                "agent",
+                format!(
+                    "`agent` goes with kind agent, not {}",
+                    truncate_for_message(kind_name)
+                ),
+            ));
+        }
+        let kind = match (kind_name, self.command) {
+            ("agent", Some(_)) => {
+                return Err(ValidationError::new(
+                    "command",
+                    "an agent task takes a prompt (agent.prompt), not a command",
+                ));
+            }
+            ("agent", None) => match self.agent {
+                Some(a) => TaskKind::Agent {
+                    agent: a.validate()?,
+                },
+                None => {
+                    return Err(ValidationError::new(
+                        "agent",
+                        "an agent task needs `agent` with at least a prompt",
+                    ));
+                }
+            },
             ("noop", None) => TaskKind::Noop,
             ("noop", Some(_)) => {
                 return Err(ValidationError::new(
@@ -340,7 +375,7 @@ impl NewTask {
                 return Err(ValidationError::new(
                     "kind",
                     format!(
-                        "`{}` is not a task kind: use shell or noop",
+                        "`{}` is not a task kind: use shell, agent or noop",
                         truncate_for_message(other)
                     ),
                 ));

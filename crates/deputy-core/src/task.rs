@@ -31,6 +31,12 @@ pub struct Task {
     /// Process group of the running attempt's child.
     pub pgid: Option<i32>,
     pub cancel_requested: bool,
+    /// What the last ended agent attempt used (tokens, cost, session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::agent::AgentUsage>,
+    /// The agent session the next attempt resumes (`retry --continue`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_session: Option<String>,
 }
 
 impl Task {
@@ -54,4 +60,6 @@ pub struct Attempt {
     pub reason: Option<String>,
     pub output_bytes: u64,
     pub omitted_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::agent::AgentUsage>,
 }

@@ -26,6 +26,16 @@ pub fn utf8_safe_len(buf: &[u8]) -> usize {
     buf.len()
 }
 
+/// The first line of `s`, cut to at most `max` characters (with `…` when cut).
+pub fn first_line(s: &str, max: usize) -> String {
+    let line = s.trim().lines().next().unwrap_or("");
+    let mut out: String = line.chars().take(max).collect();
+    if out.len() < line.len() || s.trim().lines().nth(1).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

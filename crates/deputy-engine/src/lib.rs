@@ -9,6 +9,7 @@
 //! The engine never changes task state except through the [`Store`]; its in-memory map
 //! of running supervisors is rebuilt from claims, never the other way round.
 
+pub mod agent;
 pub mod bus;
 pub mod capture;
 pub mod metrics;
@@ -58,6 +59,8 @@ pub struct EngineConfig {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// An OTLP/HTTP collector: each recorded model call is also exported as a span.
     pub otlp_endpoint: Option<String>,
+    /// How agent tasks run.
+    pub agents: agent::config::AgentConfig,
 }
 
 impl EngineConfig {
@@ -74,6 +77,7 @@ impl EngineConfig {
             address: None,
             providers: deputy_llm::providers::builtin(&|k| std::env::var(k).ok()),
             otlp_endpoint: None,
+            agents: agent::config::AgentConfig::new(std::env::temp_dir().join("deputy-worktrees")),
         }
     }
 }
@@ -335,11 +339,12 @@ impl Engine {
         Ok(out)
     }
 
-    pub async fn retry(&self, id: TaskId) -> Result<Task, EngineError> {
+    /// A new attempt of a finished task; `resume` continues its agent session.
+    pub async fn retry(&self, id: TaskId, resume: bool) -> Result<Task, EngineError> {
         let t = self
             .inner
             .store
-            .retry(id, now_ms())
+            .retry(id, now_ms(), resume)
             .await
             .map_err(|e| match e {
                 StoreError::Conflict { id, actual, .. } => EngineError::WrongState {

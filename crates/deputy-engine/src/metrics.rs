@@ -37,6 +37,11 @@ pub struct RouteLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct TokenLabel {
+    pub kind: String,
+}
+
 /// Every metric the daemon exports.
 pub struct Metrics {
     registry: Registry,
@@ -49,6 +54,8 @@ pub struct Metrics {
     pub http_requests: Family<RequestLabels, Counter>,
     pub http_latency: HistogramFamily<RouteLabels>,
     pub llm_records: Counter,
+    pub agent_tokens: Family<TokenLabel, Counter>,
+    pub agent_cost_usd: Counter<f64, std::sync::atomic::AtomicU64>,
     pub llm_record_failures: Counter,
 }
 
@@ -113,6 +120,18 @@ impl Metrics {
             "HTTP request latency (for streams: until the response starts)",
             http_latency.clone(),
         );
+        let agent_tokens = Family::<TokenLabel, Counter>::default();
+        registry.register(
+            "agent_tokens",
+            "Tokens used by agent tasks, by kind (input, output, cached)",
+            agent_tokens.clone(),
+        );
+        let agent_cost_usd = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "agent_cost_usd",
+            "Dollars spent by agent tasks (where a cost is known)",
+            agent_cost_usd.clone(),
+        );
         let llm_records = Counter::default();
         registry.register(
             "llm_records",
@@ -137,7 +156,27 @@ impl Metrics {
             http_latency,
             llm_records,
             llm_record_failures,
+            agent_tokens,
+            agent_cost_usd,
         })
+    }
+
+    /// Counts an ended agent attempt's tokens and cost.
+    pub fn record_agent_usage(&self, u: &deputy_core::agent::AgentUsage) {
+        for (kind, n) in [
+            ("input", u.input_tokens),
+            ("output", u.output_tokens),
+            ("cached", u.cached_tokens),
+        ] {
+            if let Some(n) = n {
+                self.agent_tokens
+                    .get_or_create(&TokenLabel { kind: kind.into() })
+                    .inc_by(n);
+            }
+        }
+        if let Some(c) = u.cost_usd.filter(|c| c.is_finite() && *c > 0.0) {
+            self.agent_cost_usd.inc_by(c);
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -24,6 +24,7 @@ fn interrupted(t: &deputy_core::Task, reason: String, now: deputy_core::time::Mi
         reason: Some(reason),
         retry_at: may_retry(&t.spec.retry, t.attempt).then_some(now),
         now,
+        usage: None,
     }
 }
 

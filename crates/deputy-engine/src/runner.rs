@@ -48,16 +48,41 @@ pub fn base_env() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Spawns the task's command behind the gate. Must be called from an async worker
-/// thread (not `spawn_blocking`): the parent-death signal fires when the *thread*
-/// that forked the child exits, and worker threads live as long as the runtime.
-pub fn spawn(task: &Task, base_env: &BTreeMap<String, String>) -> io::Result<Spawned> {
-    let TaskKind::Shell { command } = &task.spec.kind else {
-        return Err(io::Error::other(format!(
-            "a {} task has no process to spawn",
-            task.spec.kind.name()
-        )));
-    };
+/// What to run for one process of a task: a shell task's command, an agent CLI, or a
+/// tool call of the built-in agent.
+#[derive(Debug, Clone)]
+pub struct ProcessPlan {
+    pub command: TaskCommand,
+    pub cwd: String,
+    /// The whole environment (nothing else is inherited).
+    pub env: BTreeMap<String, String>,
+}
+
+impl ProcessPlan {
+    /// A shell task's plan: its command, cwd, and the allowlisted environment plus its own.
+    pub fn shell(task: &Task, base_env: &BTreeMap<String, String>) -> io::Result<Self> {
+        let TaskKind::Shell { command } = &task.spec.kind else {
+            return Err(io::Error::other(format!(
+                "a {} task has no command to run",
+                task.spec.kind.name()
+            )));
+        };
+        let mut env = base_env.clone();
+        env.extend(task.spec.env.clone());
+        Ok(Self {
+            command: command.clone(),
+            cwd: task.spec.cwd.clone(),
+            env,
+        })
+    }
+}
+
+/// Spawns a process of `task` behind the gate, in its own process group. Must be called
+/// from an async worker thread (not `spawn_blocking`): the parent-death signal fires
+/// when the *thread* that forked the child exits, and worker threads live as long as
+/// the runtime.
+pub fn spawn(task: &Task, plan: &ProcessPlan) -> io::Result<Spawned> {
+    let command = &plan.command;
     let mut cmd = Command::new("/bin/sh");
     match command {
         TaskCommand::Line(line) => {
@@ -70,10 +95,9 @@ pub fn spawn(task: &Task, base_env: &BTreeMap<String, String>) -> io::Result<Spa
                 .args(argv);
         }
     }
-    cmd.current_dir(&task.spec.cwd)
+    cmd.current_dir(&plan.cwd)
         .env_clear()
-        .envs(base_env)
-        .envs(&task.spec.env)
+        .envs(&plan.env)
         .env("DEPUTY_TASK_ID", task.id.to_string())
         .env("DEPUTY_ATTEMPT", task.attempt.to_string())
         .stdin(Stdio::piped())

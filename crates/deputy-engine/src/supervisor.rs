@@ -6,9 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use deputy_core::agent::AgentUsage;
 use deputy_core::retry::{backoff_ms, may_retry};
 use deputy_core::time::now_ms;
-use deputy_core::{Status, Task};
+use deputy_core::{Status, Task, TaskKind};
 use deputy_store::{Finish, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -25,11 +26,33 @@ pub struct Stops {
     pub interrupt: CancellationToken,
 }
 
-enum Ending {
+pub(crate) enum Ending {
     Exited(std::process::ExitStatus),
     Cancelled,
     TimedOut(Duration),
     Interrupted,
+}
+
+/// How an attempt ended, as it is recorded.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub reason: Option<String>,
+    pub usage: Option<AgentUsage>,
+}
+
+impl Outcome {
+    pub fn new(status: Status, reason: Option<String>) -> Self {
+        Self {
+            status,
+            exit_code: None,
+            signal: None,
+            reason,
+            usage: None,
+        }
+    }
 }
 
 /// Runs one claimed attempt to its recorded end.
@@ -37,25 +60,30 @@ pub(crate) async fn supervise(inner: Arc<Inner>, task: Task, stops: Stops) {
     let id = task.id;
     let attempt = task.attempt;
     let began = std::time::Instant::now();
-    let (status, exit_code, signal, reason) = run_attempt(&inner, &task, &stops).await;
+    let out = run_attempt(&inner, &task, &stops).await;
     inner
         .metrics
         .task_duration
         .get_or_create(&crate::metrics::StatusLabel {
-            status: status.to_string(),
+            status: out.status.to_string(),
         })
         .observe(began.elapsed().as_secs_f64());
+    if let Some(u) = &out.usage {
+        inner.metrics.record_agent_usage(u);
+    }
+    let status = out.status;
     let retry_at = (status.is_retryable_outcome() && may_retry(&task.spec.retry, attempt))
         .then(|| now_ms() + backoff_ms(&task.spec.retry, attempt + 1, fastrand::f64()) as i64);
     let finish = Finish {
         id,
         attempt,
         status,
-        exit_code,
-        signal,
-        reason,
+        exit_code: out.exit_code,
+        signal: out.signal,
+        reason: out.reason,
         retry_at,
         now: now_ms(),
+        usage: out.usage,
     };
     match inner.store.finish(finish).await {
         Ok(t) => tracing::info!(task = %id, attempt, %status, now = %t.status, "attempt ended"),
@@ -69,27 +97,106 @@ pub(crate) async fn supervise(inner: Arc<Inner>, task: Task, stops: Stops) {
     inner.release(id);
 }
 
-async fn run_attempt(
-    inner: &Inner,
-    task: &Task,
-    stops: &Stops,
-) -> (Status, Option<i32>, Option<i32>, Option<String>) {
+async fn run_attempt(inner: &Arc<Inner>, task: &Task, stops: &Stops) -> Outcome {
     if stops.cancel.is_cancelled() {
-        return (
+        return Outcome::new(
             Status::Cancelled,
-            None,
-            None,
             Some("cancelled before it started".into()),
         );
     }
-    if matches!(task.spec.kind, deputy_core::TaskKind::Noop) {
-        return (Status::Succeeded, None, None, None);
+    match &task.spec.kind {
+        TaskKind::Noop => Outcome::new(Status::Succeeded, None),
+        TaskKind::Shell { .. } => match runner::ProcessPlan::shell(task, &inner.base_env) {
+            Ok(plan) => run_process(inner, task, stops, plan, None).await,
+            Err(e) => Outcome::new(Status::Failed, Some(e.to_string())),
+        },
+        TaskKind::Agent { agent } => crate::agent::run(inner, task, stops, agent).await,
     }
-    let spawned = match runner::spawn(task, &inner.base_env) {
+}
+
+/// Turns a process's stdout into what is stored as its output (an agent CLI's JSON
+/// lines into readable text), reporting what it learned at the end.
+pub(crate) trait StdoutFilter: Send + 'static {
+    /// One line of stdout (without its newline): the text to store, if any, and the
+    /// steps worth an event.
+    fn line(&mut self, line: &str) -> (Option<String>, Vec<deputy_core::EventBody>);
+    /// Called once stdout is closed.
+    fn finish(self: Box<Self>) -> FilterReport;
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct FilterReport {
+    pub usage: Option<AgentUsage>,
+    /// Set when the output itself says the run failed (a CLI's error result).
+    pub failure: Option<String>,
+}
+
+/// The longest stdout line a filter is given; longer lines are dropped (with a note).
+const MAX_FILTERED_LINE: usize = 4 << 20;
+
+/// Feeds stdout through `filter` into a pipe the capture reads as stdout.
+fn filter_stdout(
+    inner: &Inner,
+    task: &Task,
+    stdout: tokio::process::ChildStdout,
+    mut filter: Box<dyn StdoutFilter>,
+) -> (
+    tokio::io::DuplexStream,
+    tokio::task::JoinHandle<FilterReport>,
+) {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+    let (mut writer, reader) = tokio::io::duplex(64 << 10);
+    let store = inner.store.clone();
+    let (id, attempt) = (task.id, task.attempt);
+    let handle = tokio::spawn(async move {
+        let mut lines = FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_FILTERED_LINE));
+        while let Some(line) = lines.next().await {
+            let text = match line {
+                Ok(line) => {
+                    let (text, events) = filter.line(&line);
+                    for body in events {
+                        if let Err(e) = store.attempt_event(id, attempt, body, now_ms()).await {
+                            tracing::debug!(task = %id, %e, "agent event not stored");
+                        }
+                    }
+                    text
+                }
+                Err(LinesCodecError::MaxLineLengthExceeded) => Some(format!(
+                    "[deputy: a line over {MAX_FILTERED_LINE} bytes was dropped]\n"
+                )),
+                Err(LinesCodecError::Io(e)) => {
+                    tracing::debug!(%e, "agent stdout read failed");
+                    break;
+                }
+            };
+            if let Some(text) = text
+                && writer.write_all(text.as_bytes()).await.is_err()
+            {
+                break;
+            }
+        }
+        drop(writer);
+        filter.finish()
+    });
+    (reader, handle)
+}
+
+/// Runs one process of a task to its end: spawn behind the gate, record its group,
+/// capture its output, and race its exit against cancel, timeout and shutdown.
+pub(crate) async fn run_process(
+    inner: &Inner,
+    task: &Task,
+    stops: &Stops,
+    plan: runner::ProcessPlan,
+    filter: Option<Box<dyn StdoutFilter>>,
+) -> Outcome {
+    let spawned = match runner::spawn(task, &plan) {
         Ok(s) => s,
         Err(e) => {
-            let reason = format!("could not start `/bin/sh` in {}: {e}", task.spec.cwd);
-            return (Status::Failed, None, None, Some(reason));
+            let reason = format!("could not start `/bin/sh` in {}: {e}", plan.cwd);
+            return Outcome::new(Status::Failed, Some(reason));
         }
     };
     let runner::Spawned {
@@ -105,40 +212,48 @@ async fn run_attempt(
         drop(gate);
         runner::terminate_group(pgid, inner.cfg.kill_grace).await;
         let _ = child.wait().await;
-        return (
+        return Outcome::new(
             Status::Failed,
-            None,
-            None,
             Some(format!("could not record the process: {e}")),
         );
     }
-    let capture = capture::start(
-        inner.store.clone(),
-        task.id,
-        task.attempt,
-        CaptureConfig {
-            cap: task.spec.output_cap,
-            flush_bytes: capture::FLUSH_BYTES,
-            flush_interval: inner.cfg.output_flush_interval,
-        },
-        stdout,
-        stderr,
-    );
+    let capture_cfg = CaptureConfig {
+        cap: task.spec.output_cap,
+        flush_bytes: capture::FLUSH_BYTES,
+        flush_interval: inner.cfg.output_flush_interval,
+    };
+    let (capture, filtered) = match filter {
+        None => (
+            capture::start(
+                inner.store.clone(),
+                task.id,
+                task.attempt,
+                capture_cfg,
+                stdout,
+                stderr,
+            ),
+            None,
+        ),
+        Some(filter) => {
+            let (text, report) = filter_stdout(inner, task, stdout, filter);
+            (
+                capture::start(
+                    inner.store.clone(),
+                    task.id,
+                    task.attempt,
+                    capture_cfg,
+                    text,
+                    stderr,
+                ),
+                Some(report),
+            )
+        }
+    };
     if let Err(e) = runner::open_gate(gate).await {
         tracing::debug!(task = %task.id, %e, "gate already closed");
     }
     tracing::debug!(task = %task.id, "gate open");
 
-    let timeout = task.spec.timeout_ms.map(Duration::from_millis);
-    let timer = async {
-        match timeout {
-            Some(d) => {
-                tokio::time::sleep(d).await;
-                d
-            }
-            None => std::future::pending().await,
-        }
-    };
     let ending = tokio::select! {
         // Biased: an exit that is already there wins over a cancel or timeout that
         // arrives in the same instant.
@@ -150,9 +265,7 @@ async fn run_attempt(
                 Ending::Interrupted
             }
         },
-        () = stops.cancel.cancelled() => Ending::Cancelled,
-        d = timer => Ending::TimedOut(d),
-        () = stops.interrupt.cancelled() => Ending::Interrupted,
+        ending = stopped(task, stops) => ending,
     };
     tracing::debug!(task = %task.id, "attempt ended");
     // Whatever the ending, nothing of the task's process group outlives the attempt.
@@ -182,11 +295,22 @@ async fn run_attempt(
     {
         tracing::info!(task = %task.id, omitted = t.omitted_bytes, "output over the cap was omitted");
     }
+    let report = match filtered {
+        Some(h) => tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+        None => FilterReport::default(),
+    };
     use std::os::unix::process::ExitStatusExt;
     let code = exit.and_then(|s| s.code());
     let sig = exit.and_then(|s| s.signal());
-    match ending {
-        Ending::Exited(s) if s.success() => (Status::Succeeded, Some(0), None, None),
+    let (status, reason) = match ending {
+        Ending::Exited(s) if s.success() => match report.failure {
+            None => (Status::Succeeded, None),
+            Some(f) => (Status::Failed, Some(f)),
+        },
         Ending::Exited(_) => {
             let reason = match (code, sig) {
                 (Some(runner::GATE_CLOSED_EXIT), _) => {
@@ -196,24 +320,63 @@ async fn run_attempt(
                 (None, Some(s)) => format!("killed by signal {s}"),
                 _ => "ended without an exit status".to_string(),
             };
-            (Status::Failed, code, sig, Some(reason))
+            let reason = match report.failure {
+                Some(f) => format!("{reason}: {f}"),
+                None => reason,
+            };
+            (Status::Failed, reason.into())
         }
+        other => ended_from_outside(inner, task, other),
+    };
+    Outcome {
+        status,
+        exit_code: code,
+        signal: sig,
+        reason,
+        usage: report.usage,
+    }
+}
+
+/// Resolves when the attempt is stopped from outside: cancel, its timeout, or shutdown.
+/// Never resolves when none of them happens.
+pub(crate) async fn stopped(task: &Task, stops: &Stops) -> Ending {
+    let timeout = task.spec.timeout_ms.map(Duration::from_millis);
+    let timer = async {
+        match timeout {
+            Some(d) => {
+                tokio::time::sleep(d).await;
+                d
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        () = stops.cancel.cancelled() => Ending::Cancelled,
+        d = timer => Ending::TimedOut(d),
+        () = stops.interrupt.cancelled() => Ending::Interrupted,
+    }
+}
+
+/// The status and reason of an attempt stopped from outside.
+pub(crate) fn ended_from_outside(
+    inner: &Inner,
+    task: &Task,
+    ending: Ending,
+) -> (Status, Option<String>) {
+    match ending {
         Ending::Cancelled => {
             let reason = inner
                 .cancel_reason(task.id)
                 .unwrap_or_else(|| "cancelled".into());
-            (Status::Cancelled, code, sig, Some(reason))
+            (Status::Cancelled, Some(reason))
         }
         Ending::TimedOut(d) => (
             Status::TimedOut,
-            code,
-            sig,
             Some(format!("timed out after {}", humanize(d))),
         ),
-        Ending::Interrupted => (
+        Ending::Interrupted | Ending::Exited(_) => (
             Status::Interrupted,
-            code,
-            sig,
             Some("the daemon shut down while it ran".into()),
         ),
     }

@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod call;
+pub mod client;
 pub mod openai;
 pub mod providers;
 pub mod record;

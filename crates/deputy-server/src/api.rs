@@ -228,13 +228,15 @@ pub(crate) async fn cancel(
     }
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/retry", tag = "tasks", params(("id" = String, Path)), responses((status = 200, description = "Queued as a new attempt", body = deputy_core::Task), (status = 404, body = crate::error::ErrorBody), (status = 409, description = "Not finished", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/tasks/{id}/retry", tag = "tasks", params(("id" = String, Path)), request_body(content = Option<deputy_core::api::RetryRequest>), responses((status = 400, description = "`continue` asked of a task with no agent session", body = crate::error::ErrorBody), (status = 200, description = "Queued as a new attempt", body = deputy_core::Task), (status = 404, body = crate::error::ErrorBody), (status = 409, description = "Not finished", body = crate::error::ErrorBody)))]
 pub(crate) async fn retry(
     State(state): State<AppState>,
     Path(raw): Path<String>,
+    body: Option<Json<deputy_core::api::RetryRequest>>,
 ) -> Result<Json<deputy_core::Task>, ApiError> {
     let id = resolve_id(&state, &raw).await?;
-    Ok(Json(state.engine.retry(id).await?))
+    let resume = body.is_some_and(|Json(b)| b.continue_session);
+    Ok(Json(state.engine.retry(id, resume).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -52,10 +52,13 @@ pub struct DaemonConfig {
     pub providers: std::collections::BTreeMap<String, deputy_llm::providers::ProviderConfig>,
     /// An OTLP/HTTP collector for model-call spans.
     pub otlp_endpoint: Option<String>,
+    /// How agent tasks run (worktrees go under the data dir unless set otherwise).
+    pub agents: deputy_engine::agent::config::AgentConfig,
 }
 
 impl DaemonConfig {
     pub fn new(data_dir: PathBuf) -> Self {
+        let worktrees = data_dir.join("worktrees");
         Self {
             data_dir,
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
@@ -77,6 +80,7 @@ impl DaemonConfig {
             database: None,
             providers: deputy_llm::providers::builtin(&|k| std::env::var(k).ok()),
             otlp_endpoint: None,
+            agents: deputy_engine::agent::config::AgentConfig::new(worktrees),
         }
     }
 }
@@ -249,6 +253,7 @@ pub async fn start(cfg: DaemonConfig) -> anyhow::Result<Daemon> {
     ecfg.address = Some(format!("http://{addr}"));
     ecfg.providers = cfg.providers.clone();
     ecfg.otlp_endpoint = cfg.otlp_endpoint.clone();
+    ecfg.agents = cfg.agents.clone();
     let engine = Engine::start(store.clone(), ecfg).await?;
 
     let started_at = now_ms();

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use deputy_core::submit::ValidTask;
 use deputy_core::time::Millis;
 use deputy_core::trace::{LlmRecord, LlmRun};
-use deputy_core::{Attempt, Event, IdRef, NodeId, Status, Stream, Task, TaskId};
+use deputy_core::{Attempt, Event, EventBody, IdRef, NodeId, Status, Stream, Task, TaskId};
 use serde::{Deserialize, Serialize};
 
 pub mod postgres;
@@ -96,6 +96,8 @@ pub struct Finish {
     /// Set when another attempt follows: when it becomes ready.
     pub retry_at: Option<Millis>,
     pub now: Millis,
+    /// What an agent attempt used.
+    pub usage: Option<deputy_core::agent::AgentUsage>,
 }
 
 #[derive(Debug, Clone)]
@@ -193,7 +195,9 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<CancelOutcome>;
     /// Starts a new attempt of a finished task.
-    async fn retry(&self, id: TaskId, now: Millis) -> Result<Task>;
+    /// A new attempt of a finished task; `resume` makes it continue the last attempt's
+    /// agent session.
+    async fn retry(&self, id: TaskId, now: Millis, resume: bool) -> Result<Task>;
     /// Scheduled tasks whose time has come become queued. Returns how many.
     async fn promote_due(&self, now: Millis) -> Result<u64>;
     /// When the next scheduled task becomes ready.
@@ -250,6 +254,15 @@ pub trait Store: Send + Sync + 'static {
     /// Queued tasks per group (groups with none are left out).
     async fn queue_depths(&self) -> Result<Vec<(String, u64)>>;
     async fn register_node(&self, node: &NodeId, address: Option<&str>, now: Millis) -> Result<()>;
+    /// Appends an event of a running attempt (an agent's step); refused once the
+    /// attempt has ended.
+    async fn attempt_event(
+        &self,
+        id: TaskId,
+        attempt: u32,
+        body: EventBody,
+        now: Millis,
+    ) -> Result<()>;
     /// Applies records of model calls in one transaction (each is idempotent).
     async fn record_llm(&self, records: &[LlmRecord]) -> Result<()>;
     /// Every model-call run of a task, with steps and attempts, oldest first.

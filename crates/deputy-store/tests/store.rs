@@ -137,6 +137,7 @@ fn finish(t: &deputy_core::Task, status: Status, retry_at: Option<i64>) -> Finis
         reason: None,
         retry_at,
         now: 10,
+        usage: None,
     }
 }
 
@@ -257,12 +258,15 @@ async fn retries_are_new_attempts_with_history(s: Arc<dyn Store>) {
     let r2 = s.claim(&node(), 30_000, 11).await.unwrap().unwrap();
     assert_eq!(r2.attempt, 2);
     s.finish(finish(&r2, Status::Failed, None)).await.unwrap();
-    assert!(matches!(s.retry(t.id, 12).await.unwrap().attempt, 3));
+    assert!(matches!(s.retry(t.id, 12, false).await.unwrap().attempt, 3));
     let attempts = s.attempts(t.id).await.unwrap();
     let outcomes: Vec<_> = attempts.iter().map(|a| a.status).collect();
     assert_eq!(outcomes, vec![Status::Interrupted, Status::Failed]);
     assert!(
-        matches!(s.retry(t.id, 13).await, Err(StoreError::Conflict { .. })),
+        matches!(
+            s.retry(t.id, 13, false).await,
+            Err(StoreError::Conflict { .. })
+        ),
         "not finished"
     );
 }

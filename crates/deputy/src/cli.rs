@@ -137,8 +137,42 @@ pub struct SubmitArgs {
     /// Print the task as JSON.
     #[arg(long)]
     pub json: bool,
-    /// The command. One argument is a shell line (`sh -c`); several are an argv.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    /// Run an agent instead of a command: `builtin` (deputy's own tool-using loop) or a
+    /// CLI backend (`claude`, `codex`, `generic`, or one configured under [agents.NAME]).
+    /// The arguments are then the prompt.
+    #[arg(long, value_name = "BACKEND")]
+    pub agent: Option<String>,
+    /// Agent: the model.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Agent (builtin): the provider (`openai`, `anthropic`, or [providers.NAME]).
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Agent: a system prompt.
+    #[arg(long)]
+    pub system_prompt: Option<String>,
+    /// Agent: work in a fresh git worktree on a new branch deputy/<short-id>.
+    #[arg(long)]
+    pub worktree: bool,
+    /// Agent (builtin): model turns at most (default 30).
+    #[arg(long)]
+    pub max_turns: Option<u32>,
+    /// Agent (builtin): input plus output tokens at most.
+    #[arg(long)]
+    pub max_tokens: Option<u64>,
+    /// Agent (builtin): dollars at most (needs the model's price in config).
+    #[arg(long)]
+    pub max_cost: Option<f64>,
+    /// Agent (CLI): resume this session (e.g. a Claude Code session id).
+    #[arg(long, value_name = "SESSION")]
+    pub resume: Option<String>,
+    /// The command (one argument is a shell line run by `sh -c`; several are an argv),
+    /// or with --agent, the prompt. Put it after `--` when it starts with `-`.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }
 

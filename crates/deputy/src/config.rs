@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use deputy_engine::ResourceLimits;
+use deputy_engine::agent::config::{AgentConfig, CliBackend, Price, Sandbox, WorktreeCleanup};
 use deputy_llm::providers::ProviderConfig;
 use deputy_server::DaemonConfig;
 
@@ -103,6 +104,26 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "PostgreSQL URL to share one queue between nodes; empty: SQLite in the data dir",
     ),
     (
+        "default_provider",
+        "openai",
+        "model provider of built-in agent tasks that name none",
+    ),
+    (
+        "sandbox",
+        "none",
+        "the built-in agent's shell tool: none, or bwrap (bubblewrap must be installed)",
+    ),
+    (
+        "worktree_cleanup",
+        "remove_if_clean",
+        "agent worktrees after the task: keep, remove, or remove_if_clean",
+    ),
+    (
+        "agent_shell_timeout",
+        "2m",
+        "default timeout of one shell tool call of the built-in agent",
+    ),
+    (
         "otlp_endpoint",
         "",
         "OTLP/HTTP collector for model-call spans (default: $OTEL_EXPORTER_OTLP_ENDPOINT)",
@@ -126,6 +147,10 @@ pub struct Config {
     pub file: PathBuf,
     /// `[providers.<name>]` tables from the file (the built-ins are added on top).
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// `[agents.<name>]`: CLI backends (added to or overriding claude, codex, generic).
+    pub agents: BTreeMap<String, CliBackend>,
+    /// `[prices."<model>"]`: dollars per million tokens.
+    pub prices: BTreeMap<String, Price>,
 }
 
 pub fn default_config_file() -> PathBuf {
@@ -168,6 +193,8 @@ impl Config {
             })
             .collect();
         let mut providers = BTreeMap::new();
+        let mut agents = BTreeMap::new();
+        let mut prices = BTreeMap::new();
         let explicit = file
             .map(Path::to_path_buf)
             .or_else(|| std::env::var_os("DEPUTY_CONFIG").map(PathBuf::from));
@@ -178,6 +205,26 @@ impl Config {
                     .parse()
                     .with_context(|| format!("cannot parse the config file {}", path.display()))?;
                 for (k, v) in table {
+                    if k == "agents" {
+                        agents = v.try_into().with_context(|| {
+                            format!(
+                                "`[agents]` in {}: each backend takes format (claude, codex or \
+                                 text), program, and optionally args and env",
+                                path.display()
+                            )
+                        })?;
+                        continue;
+                    }
+                    if k == "prices" {
+                        prices = v.try_into().with_context(|| {
+                            format!(
+                                "`[prices]` in {}: each model takes input and output (dollars per \
+                                 million tokens) and optionally cached_input",
+                                path.display()
+                            )
+                        })?;
+                        continue;
+                    }
                     if k == "providers" {
                         providers = v.try_into().with_context(|| {
                             format!(
@@ -239,6 +286,8 @@ impl Config {
             entries,
             file: path,
             providers,
+            agents,
+            prices,
         };
         cfg.daemon_config()?; // Fail early on bad values, naming the key and its source.
         Ok(cfg)
@@ -384,6 +433,53 @@ impl Config {
             anyhow::anyhow!("config `providers` in {}: {m}", self.file.display())
         })?;
         d.otlp_endpoint = self.otlp_endpoint()?;
+        d.agents = AgentConfig::new(d.data_dir.join("worktrees"));
+        d.agents.default_provider = self.raw("default_provider").value.trim().to_string();
+        if !d.providers.contains_key(&d.agents.default_provider) {
+            bail!(
+                "config `default_provider` = `{}`: no such provider; use one of {}",
+                d.agents.default_provider,
+                d.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+        d.agents.sandbox = self.parse("sandbox", |s| match s {
+            "none" => Ok(Sandbox::None),
+            "bwrap" => Ok(Sandbox::Bwrap),
+            _ => Err("use none or bwrap".into()),
+        })?;
+        d.agents.worktree_cleanup = self.parse("worktree_cleanup", |s| match s {
+            "keep" => Ok(WorktreeCleanup::Keep),
+            "remove" => Ok(WorktreeCleanup::Remove),
+            "remove_if_clean" => Ok(WorktreeCleanup::RemoveIfClean),
+            _ => Err("use keep, remove or remove_if_clean".into()),
+        })?;
+        d.agents.shell_timeout = self.parse("agent_shell_timeout", parse_duration)?;
+        for (name, b) in &self.agents {
+            if name.is_empty()
+                || name == deputy_core::agent::BUILTIN
+                || !name
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+            {
+                bail!(
+                    "`[agents.{name}]`: a backend name uses letters, digits, `-` and `_`, and is not `builtin`"
+                );
+            }
+            if b.program.trim().is_empty() {
+                bail!("`[agents.{name}]`: program is empty");
+            }
+        }
+        d.agents.backends = self.agents.clone();
+        for (model, p) in &self.prices {
+            if ![Some(p.input), Some(p.output), p.cached_input]
+                .iter()
+                .flatten()
+                .all(|v| v.is_finite() && *v >= 0.0)
+            {
+                bail!("`[prices.\"{model}\"]`: prices are dollars per million tokens, 0 or more");
+            }
+        }
+        d.agents.prices = self.prices.clone();
         if let Some(t) = &d.api_token {
             deputy_server::auth::Token::new(t)
                 .map_err(|m| anyhow::anyhow!("config `api_token`: {m}"))?;

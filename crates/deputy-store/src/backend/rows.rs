@@ -10,7 +10,7 @@ use crate::{Group, ListQuery, Page, Result, StoreError};
 
 pub(super) const TASK_COLUMNS: &str = "id, status, attempt, spec, created_at, updated_at, \
     started_at, finished_at, ready_at, exit_code, signal, reason, node, lease_expires_at, pgid, \
-    cancel_requested, queue_seq";
+    cancel_requested, queue_seq, usage, resume_session";
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -22,6 +22,16 @@ pub(super) fn parse_id(s: &str) -> Result<TaskId> {
 
 pub(super) fn parse_status(s: &str) -> Result<Status> {
     s.parse().map_err(corrupt)
+}
+
+pub(super) fn usage_json(u: &deputy_core::agent::AgentUsage) -> String {
+    serde_json::to_string(u).expect("usage serializes")
+}
+
+fn parse_usage(row: &DbRow) -> Result<Option<deputy_core::agent::AgentUsage>> {
+    row.try_get::<Option<String>, _>("usage")?
+        .map(|u| serde_json::from_str(&u).map_err(|e| corrupt(format!("usage: {e}"))))
+        .transpose()
 }
 
 fn task_from_row(row: &DbRow) -> Result<Task> {
@@ -50,6 +60,8 @@ fn task_from_row(row: &DbRow) -> Result<Task> {
         lease_expires_at: row.try_get("lease_expires_at")?,
         pgid: row.try_get::<Option<i64>, _>("pgid")?.map(|v| v as i32),
         cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+        usage: parse_usage(row)?,
+        resume_session: row.try_get("resume_session")?,
     })
 }
 
@@ -57,7 +69,8 @@ fn task_from_row(row: &DbRow) -> Result<Task> {
 pub(super) async fn load_row(conn: &mut Conn, id: TaskId) -> Result<Task> {
     let row = sqlx::query(
         sql("SELECT id, status, attempt, spec, created_at, updated_at, started_at, finished_at, ready_at,
-                exit_code, signal, reason, node, lease_expires_at, pgid, cancel_requested, queue_seq
+                exit_code, signal, reason, node, lease_expires_at, pgid, cancel_requested, queue_seq,
+                usage, resume_session
          FROM tasks WHERE id = ?"),
     )
     .bind(id.to_string())
@@ -219,7 +232,7 @@ pub(super) async fn running(conn: &mut Conn, node: Option<&NodeId>) -> Result<Ve
 pub(super) async fn attempts(conn: &mut Conn, id: TaskId) -> Result<Vec<Attempt>> {
     let rows = sqlx::query(sql(
         "SELECT number, status, node, started_at, finished_at, exit_code, signal, reason,
-                output_bytes, omitted_bytes
+                output_bytes, omitted_bytes, usage
          FROM attempts WHERE task_id = ? ORDER BY number",
     ))
     .bind(id.to_string())
@@ -238,6 +251,7 @@ pub(super) async fn attempts(conn: &mut Conn, id: TaskId) -> Result<Vec<Attempt>
                 reason: r.try_get("reason")?,
                 output_bytes: r.try_get::<i64, _>("output_bytes")? as u64,
                 omitted_bytes: r.try_get::<i64, _>("omitted_bytes")? as u64,
+                usage: parse_usage(r)?,
             })
         })
         .collect()

@@ -158,9 +158,9 @@ impl Store for DbStore {
         Ok(out)
     }
 
-    async fn retry(&self, id: TaskId, now: Millis) -> Result<Task> {
+    async fn retry(&self, id: TaskId, now: Millis, resume: bool) -> Result<Task> {
         let mut tx = self.begin().await?;
-        let t = tasks::retry(&mut tx, id, now).await?;
+        let t = tasks::retry(&mut tx, id, now, resume).await?;
         self.commit(tx).await?;
         Ok(t)
     }
@@ -347,6 +347,26 @@ impl Store for DbStore {
         .execute(&self.writer)
         .await?;
         Ok(())
+    }
+
+    async fn attempt_event(
+        &self,
+        id: TaskId,
+        attempt: u32,
+        body: deputy_core::EventBody,
+        now: Millis,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let cur = rows::load_row(&mut tx, id).await?;
+        if cur.status != Status::Running || cur.attempt != attempt {
+            return Err(StoreError::Conflict {
+                id,
+                expected: format!("running (attempt {attempt})"),
+                actual: cur.status,
+            });
+        }
+        tasks::append_event(&mut tx, Some(id), &body, now).await?;
+        self.commit(tx).await
     }
 
     async fn record_llm(&self, records: &[LlmRecord]) -> Result<()> {

@@ -41,6 +41,10 @@ struct Move {
     signal: Option<i32>,
     ready_at: Option<Millis>,
     claim: Option<(String, Millis)>,
+    /// An ending agent attempt's usage.
+    usage: Option<deputy_core::agent::AgentUsage>,
+    /// For a new attempt: the session it resumes.
+    resume_session: Option<String>,
 }
 
 /// The compare-and-set at the heart of the store.
@@ -59,6 +63,10 @@ async fn apply(conn: &mut Conn, cur: &Task, to: Status, mv: Move, now: Millis) -
         t.pgid = None;
         t.cancel_requested = false;
         t.lease_expires_at = None;
+        t.resume_session = mv.resume_session.clone();
+    }
+    if mv.usage.is_some() {
+        t.usage = mv.usage.clone();
     }
     t.reason = mv.reason.clone();
     match to {
@@ -85,7 +93,7 @@ async fn apply(conn: &mut Conn, cur: &Task, to: Status, mv: Move, now: Millis) -
     let updated = sqlx::query(sql(
         "UPDATE tasks SET status = ?, attempt = ?, updated_at = ?, started_at = ?, finished_at = ?,
             ready_at = ?, exit_code = ?, signal = ?, reason = ?, node = ?, lease_expires_at = ?,
-            pgid = ?, cancel_requested = ?
+            pgid = ?, cancel_requested = ?, usage = ?, resume_session = ?
          WHERE id = ? AND status = ? AND attempt = ?",
     ))
     .bind(t.status.as_str())
@@ -101,6 +109,8 @@ async fn apply(conn: &mut Conn, cur: &Task, to: Status, mv: Move, now: Millis) -
     .bind(t.lease_expires_at)
     .bind(t.pgid.map(i64::from))
     .bind(i64::from(t.cancel_requested))
+    .bind(t.usage.as_ref().map(rows::usage_json))
+    .bind(&t.resume_session)
     .bind(t.id.to_string())
     .bind(cur.status.as_str())
     .bind(i64::from(cur.attempt))
@@ -122,7 +132,8 @@ async fn apply(conn: &mut Conn, cur: &Task, to: Status, mv: Move, now: Millis) -
         .execute(&mut *conn)
         .await?;
         sqlx::query(sql(
-            "UPDATE attempts SET status = ?, finished_at = ?, exit_code = ?, signal = ?, reason = ?
+            "UPDATE attempts SET status = ?, finished_at = ?, exit_code = ?, signal = ?, reason = ?,
+                 usage = ?
              WHERE task_id = ? AND number = ?",
         ))
         .bind(to.as_str())
@@ -130,6 +141,7 @@ async fn apply(conn: &mut Conn, cur: &Task, to: Status, mv: Move, now: Millis) -
         .bind(t.exit_code.map(i64::from))
         .bind(t.signal.map(i64::from))
         .bind(&t.reason)
+        .bind(mv.usage.as_ref().map(rows::usage_json))
         .bind(t.id.to_string())
         .bind(i64::from(cur.attempt))
         .execute(&mut *conn)
@@ -510,6 +522,8 @@ async fn insert_task(
         lease_expires_at: None,
         pgid: None,
         cancel_requested: false,
+        usage: None,
+        resume_session: None,
     };
     if status.is_terminal() {
         ended_for_good(conn, &task, now).await?;
@@ -562,6 +576,7 @@ pub(super) async fn finish(conn: &mut Conn, f: Finish) -> Result<Task> {
             reason: f.reason.clone(),
             exit_code: f.exit_code,
             signal: f.signal,
+            usage: f.usage.clone(),
             ..Move::default()
         },
         f.now,
@@ -649,7 +664,7 @@ pub(super) async fn cancel(
     }
 }
 
-pub(super) async fn retry(conn: &mut Conn, id: TaskId, now: Millis) -> Result<Task> {
+pub(super) async fn retry(conn: &mut Conn, id: TaskId, now: Millis, resume: bool) -> Result<Task> {
     let cur = load_task(conn, id).await?;
     if !cur.status.is_terminal() {
         return Err(StoreError::Conflict {
@@ -658,13 +673,30 @@ pub(super) async fn retry(conn: &mut Conn, id: TaskId, now: Millis) -> Result<Ta
             actual: cur.status,
         });
     }
+    let resume_session = if resume {
+        let session = cur.usage.as_ref().and_then(|u| u.session_id.clone());
+        if session.is_none() {
+            return Err(StoreError::Invalid(format!(
+                "task {id} has no agent session to continue: only agent CLIs that report one \
+                 (claude) can be resumed; retry without --continue to start afresh"
+            )));
+        }
+        session
+    } else {
+        None
+    };
     apply(
         conn,
         &cur,
         Status::Queued,
         Move {
             new_attempt: true,
-            reason: Some("retried by request".into()),
+            reason: Some(if resume {
+                "retried by request, continuing the agent session".into()
+            } else {
+                "retried by request".into()
+            }),
+            resume_session,
             ..Move::default()
         },
         now,

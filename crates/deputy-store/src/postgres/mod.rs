@@ -144,6 +144,10 @@ impl PgStore {
                 "llm_trace",
                 include_str!("../../migrations/postgres/0002_llm_trace.sql"),
             ),
+            (
+                "agents",
+                include_str!("../../migrations/postgres/0003_agents.sql"),
+            ),
         ])
         .run(&pool)
         .await?;

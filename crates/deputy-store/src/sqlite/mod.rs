@@ -97,6 +97,10 @@ impl SqliteStore {
                 "llm_trace",
                 include_str!("../../migrations/sqlite/0002_llm_trace.sql"),
             ),
+            (
+                "agents",
+                include_str!("../../migrations/sqlite/0003_agents.sql"),
+            ),
         ])
         .run(&writer)
         .await?;

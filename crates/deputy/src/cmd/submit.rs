@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
+use deputy_core::agent::AgentInput;
 use deputy_core::submit::{DepInput, DepTarget, NewTask, SizeInput, TimeoutInput, WhenInput};
 use deputy_core::{Command, DepMode, IdRef};
 
@@ -10,11 +11,47 @@ use crate::cli::SubmitArgs;
 use crate::config::Config;
 use crate::connect;
 
+fn agent_input(a: &SubmitArgs) -> anyhow::Result<Option<AgentInput>> {
+    let Some(backend) = &a.agent else {
+        let agent_only = [
+            ("--model", a.model.is_some()),
+            ("--provider", a.provider.is_some()),
+            ("--system-prompt", a.system_prompt.is_some()),
+            ("--worktree", a.worktree),
+            ("--max-turns", a.max_turns.is_some()),
+            ("--max-tokens", a.max_tokens.is_some()),
+            ("--max-cost", a.max_cost.is_some()),
+            ("--resume", a.resume.is_some()),
+        ];
+        if let Some((flag, _)) = agent_only.iter().find(|(_, set)| *set) {
+            bail!("{flag} is for agent tasks: add --agent builtin (or claude, codex, ...)");
+        }
+        return Ok(None);
+    };
+    if a.command.is_empty() {
+        bail!("give the prompt, e.g. `deputy submit --agent {backend} \"fix the flaky test\"`");
+    }
+    Ok(Some(AgentInput {
+        backend: Some(backend.clone()),
+        prompt: a.command.join(" "),
+        provider: a.provider.clone(),
+        model: a.model.clone(),
+        system_prompt: a.system_prompt.clone(),
+        worktree: a.worktree,
+        max_turns: a.max_turns,
+        max_tokens: a.max_tokens,
+        max_cost_usd: a.max_cost,
+        resume_session: a.resume.clone(),
+    }))
+}
+
 pub fn build_task(a: &SubmitArgs) -> anyhow::Result<NewTask> {
-    let command = match a.command.as_slice() {
-        [] => bail!("give the command after `--`, e.g. `deputy submit -- make test`"),
-        [line] => Command::Line(line.clone()),
-        argv => Command::Argv(argv.to_vec()),
+    let agent = agent_input(a)?;
+    let command = match (a.command.as_slice(), &agent) {
+        (_, Some(_)) => None,
+        ([], None) => bail!("give the command, e.g. `deputy submit -- make test`"),
+        ([line], None) => Some(Command::Line(line.clone())),
+        (argv, None) => Some(Command::Argv(argv.to_vec())),
     };
     let mut env = BTreeMap::new();
     for kv in &a.env {
@@ -42,7 +79,8 @@ pub fn build_task(a: &SubmitArgs) -> anyhow::Result<NewTask> {
     };
     Ok(NewTask {
         kind: None,
-        command: Some(command),
+        agent,
+        command,
         name: a.name.clone(),
         labels: a.labels.clone(),
         priority: a

@@ -2,6 +2,7 @@
 //! the test kills it), driven through its HTTP API and CLI. Waits are on events with a
 //! deadline, never on sleeps.
 
+mod agents;
 mod cli;
 mod cluster;
 mod dag;
@@ -9,6 +10,7 @@ mod harness;
 mod http;
 mod input;
 mod mcp;
+mod mock_llm;
 mod output;
 mod processes;
 mod races;

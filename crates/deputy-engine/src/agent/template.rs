@@ -1,0 +1,98 @@
+//! Workflow output passing: `{{steps.NAME.output}}` in an agent's prompt becomes the
+//! output of the dependency named NAME, read when the attempt starts (so it is the
+//! dependency's final output). For an agent dependency that is its final answer; for a
+//! shell dependency, its stdout (the last 64 KiB).
+
+use deputy_core::agent::{MAX_RESULT_BYTES, cap_result};
+use deputy_core::{Stream, Task, TaskKind};
+use deputy_store::Store;
+
+/// The names referenced as `{{steps.NAME.output}}`, in order of appearance.
+pub fn references(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{steps.") {
+        let after = &rest[start + 8..];
+        match after.find(".output}}") {
+            Some(end) if !after[..end].contains(['{', '}', ' ']) => {
+                let name = after[..end].to_string();
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+                rest = &after[end + 9..];
+            }
+            _ => rest = after,
+        }
+    }
+    names
+}
+
+/// The text with every reference replaced, or why it cannot be.
+pub async fn expand(store: &dyn Store, task: &Task, text: &str) -> Result<String, String> {
+    let names = references(text);
+    if names.is_empty() {
+        return Ok(text.to_string());
+    }
+    let full = store
+        .get(task.id)
+        .await
+        .map_err(|e| format!("cannot read the task's dependencies: {e}"))?;
+    let mut out = text.to_string();
+    for name in names {
+        let mut found = None;
+        for dep in &full.depends_on {
+            let t = store
+                .get(dep.task)
+                .await
+                .map_err(|e| format!("cannot read dependency {}: {e}", dep.task))?;
+            if t.spec.name.as_deref() == Some(name.as_str()) {
+                found = Some(t);
+                break;
+            }
+        }
+        let Some(dep) = found else {
+            return Err(format!(
+                "{{{{steps.{name}.output}}}} names no dependency of this task: depend on the step named `{name}`"
+            ));
+        };
+        let output = output_of(store, &dep).await?;
+        out = out.replace(&format!("{{{{steps.{name}.output}}}}"), &output);
+    }
+    Ok(out)
+}
+
+async fn output_of(store: &dyn Store, dep: &Task) -> Result<String, String> {
+    if matches!(dep.spec.kind, TaskKind::Agent { .. })
+        && let Some(r) = dep.usage.as_ref().and_then(|u| u.result.clone())
+    {
+        return Ok(r);
+    }
+    let chunks = store
+        .read_output(dep.id, dep.attempt, Some(Stream::Stdout), 0)
+        .await
+        .map_err(|e| format!("cannot read the output of {}: {e}", dep.id))?;
+    let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.data).collect();
+    let text = String::from_utf8_lossy(&bytes);
+    let start = text.len().saturating_sub(MAX_RESULT_BYTES);
+    let mut s = start;
+    while !text.is_char_boundary(s) {
+        s += 1;
+    }
+    Ok(cap_result(text[s..].trim_end()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_found_once_each() {
+        assert_eq!(
+            references(
+                "Plan: {{steps.plan.output}}\nAgain {{steps.plan.output}} and {{steps.build-1.output}} {{steps.bad name.output}}"
+            ),
+            vec!["plan".to_string(), "build-1".to_string()]
+        );
+        assert!(references("no refs {{steps.x}}").is_empty());
+    }
+}
