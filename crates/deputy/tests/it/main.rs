@@ -2,6 +2,7 @@
 //! the test kills it), driven through its HTTP API and CLI. Waits are on events with a
 //! deadline, never on sleeps.
 
+mod agent_cli;
 mod agents;
 mod cli;
 mod cluster;
