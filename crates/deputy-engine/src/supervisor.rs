@@ -106,10 +106,25 @@ async fn run_attempt(inner: &Arc<Inner>, task: &Task, stops: &Stops) -> Outcome 
     }
     match &task.spec.kind {
         TaskKind::Noop => Outcome::new(Status::Succeeded, None),
-        TaskKind::Shell { .. } => match runner::ProcessPlan::shell(task, &inner.base_env) {
-            Ok(plan) => run_process(inner, task, stops, plan, None).await,
-            Err(e) => Outcome::new(Status::Failed, Some(e.to_string())),
-        },
+        TaskKind::Shell { command } => {
+            let mut plan = match runner::ProcessPlan::shell(task, &inner.base_env) {
+                Ok(plan) => plan,
+                Err(e) => return Outcome::new(Status::Failed, Some(e.to_string())),
+            };
+            // Workflow output passing: {{steps.NAME.output}} of a dependency.
+            if let deputy_core::Command::Line(line) = command
+                && line.contains("{{steps.")
+            {
+                match crate::agent::template::expand_shell(inner.store.as_ref(), task, line).await {
+                    Ok((line, env)) => {
+                        plan.command = deputy_core::Command::Line(line);
+                        plan.env.extend(env);
+                    }
+                    Err(e) => return Outcome::new(Status::Failed, Some(e)),
+                }
+            }
+            run_process(inner, task, stops, plan, None).await
+        }
         TaskKind::Agent { agent } => crate::agent::run(inner, task, stops, agent).await,
     }
 }

@@ -49,7 +49,7 @@ pub enum Command {
     /// Cancel tasks (a running task's process group is stopped).
     Cancel(CancelArgs),
     /// Run a finished task again as a new attempt.
-    Retry(IdArg),
+    Retry(RetryArgs),
     /// Stop starting tasks, in the whole queue or in one group.
     Pause(GroupArg),
     /// Start tasks again, in the whole queue or in one group.
@@ -70,6 +70,9 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Submit a workflow file (TOML or YAML: named shell and agent steps with
+    /// dependencies) as one DAG of tasks.
+    Run(RunArgs),
     /// Run a small DAG of shell tasks on a temporary daemon and show it live.
     Demo(DemoArgs),
 }
@@ -185,6 +188,9 @@ pub struct LsArgs {
     pub group: Option<String>,
     #[arg(long, short = 'l')]
     pub label: Option<String>,
+    /// Only the steps of this workflow (`deputy run`).
+    #[arg(long, conflicts_with = "label")]
+    pub workflow: Option<String>,
     /// Only tasks whose name or command contains this.
     #[arg(long)]
     pub search: Option<String>,
@@ -240,8 +246,25 @@ pub struct CancelArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct IdArg {
+pub struct RunArgs {
+    /// The workflow file (.toml, .yaml or .yml).
+    pub file: PathBuf,
+    /// Working directory of steps that set none (default: the current directory).
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Wait for every step; exit 1 if any did not succeed.
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
     pub id: String,
+    /// Continue the last attempt's agent session (Claude Code's --resume).
+    #[arg(long = "continue")]
+    pub continue_session: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ mod cmd;
 mod config;
 mod connect;
 mod render;
+mod workflow;
 
 use std::process::ExitCode;
 

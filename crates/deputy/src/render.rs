@@ -66,6 +66,7 @@ pub fn task_rows(tasks: &[Task]) -> String {
         "AGE".into(),
         "TIME".into(),
         "TRY".into(),
+        "USAGE".into(),
         "TASK".into(),
     ]];
     let now = now_ms();
@@ -80,6 +81,7 @@ pub fn task_rows(tasks: &[Task]) -> String {
                 .map(short_duration)
                 .unwrap_or_else(|| "-".into()),
             t.attempt.to_string(),
+            t.usage.as_ref().map_or_else(|| "-".into(), |u| u.summary()),
             truncate(&t.spec.title(), 60),
         ]);
     }

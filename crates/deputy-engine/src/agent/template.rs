@@ -29,15 +29,64 @@ pub fn references(text: &str) -> Vec<String> {
 
 /// The text with every reference replaced, or why it cannot be.
 pub async fn expand(store: &dyn Store, task: &Task, text: &str) -> Result<String, String> {
+    let mut out = text.to_string();
+    for (name, output) in resolve(store, task, text).await? {
+        out = out.replace(&format!("{{{{steps.{name}.output}}}}"), &output);
+    }
+    Ok(out)
+}
+
+/// The environment variable a shell step reads an output from.
+pub fn env_name(step: &str) -> String {
+    let upper: String = step
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("DEPUTY_STEP_{upper}_OUTPUT")
+}
+
+/// For a shell command line: each reference becomes a quoted variable
+/// (`"$DEPUTY_STEP_PLAN_OUTPUT"`) set to the output, so an output is never parsed as
+/// shell code.
+pub async fn expand_shell(
+    store: &dyn Store,
+    task: &Task,
+    line: &str,
+) -> Result<(String, Vec<(String, String)>), String> {
+    let mut out = line.to_string();
+    let mut env = Vec::new();
+    for (name, output) in resolve(store, task, line).await? {
+        let var = env_name(&name);
+        out = out.replace(
+            &format!("{{{{steps.{name}.output}}}}"),
+            &format!("\"${var}\""),
+        );
+        env.push((var, output));
+    }
+    Ok((out, env))
+}
+
+/// Each referenced step and its output.
+async fn resolve(
+    store: &dyn Store,
+    task: &Task,
+    text: &str,
+) -> Result<Vec<(String, String)>, String> {
     let names = references(text);
     if names.is_empty() {
-        return Ok(text.to_string());
+        return Ok(vec![]);
     }
     let full = store
         .get(task.id)
         .await
         .map_err(|e| format!("cannot read the task's dependencies: {e}"))?;
-    let mut out = text.to_string();
+    let mut out = Vec::new();
     for name in names {
         let mut found = None;
         for dep in &full.depends_on {
@@ -56,7 +105,7 @@ pub async fn expand(store: &dyn Store, task: &Task, text: &str) -> Result<String
             ));
         };
         let output = output_of(store, &dep).await?;
-        out = out.replace(&format!("{{{{steps.{name}.output}}}}"), &output);
+        out.push((name, output));
     }
     Ok(out)
 }

@@ -3,7 +3,7 @@
 
 use anyhow::bail;
 
-use crate::cli::{CancelArgs, CleanArgs, GroupArg, GroupCommand, IdArg};
+use crate::cli::{CancelArgs, CleanArgs, GroupArg, GroupCommand, RetryArgs};
 use crate::config::{Config, KEYS};
 use crate::{connect, render};
 
@@ -28,10 +28,20 @@ pub async fn cancel(cfg: &Config, a: CancelArgs) -> anyhow::Result<u8> {
     Ok(code)
 }
 
-pub async fn retry(cfg: &Config, a: IdArg) -> anyhow::Result<u8> {
+pub async fn retry(cfg: &Config, a: RetryArgs) -> anyhow::Result<u8> {
     let client = connect::client(cfg)?;
-    let t = client.retry(&a.id).await?;
-    println!("{} queued as attempt {}", t.id, t.attempt);
+    let t = if a.continue_session {
+        client.retry_continue(&a.id).await?
+    } else {
+        client.retry(&a.id).await?
+    };
+    match &t.resume_session {
+        Some(sid) => println!(
+            "{} queued as attempt {}, continuing session {sid}",
+            t.id, t.attempt
+        ),
+        None => println!("{} queued as attempt {}", t.id, t.attempt),
+    }
     Ok(0)
 }
 

@@ -3,6 +3,7 @@
 mod demo;
 mod follow;
 mod manage;
+mod run;
 mod serve;
 mod submit;
 mod trace;
@@ -43,6 +44,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Show(a) => view::show(&cfg, a).await,
         Command::Logs(a) => follow::logs(&cfg, a).await,
         Command::Trace(a) => trace::trace(&cfg, a).await,
+        Command::Run(a) => run::run(&cfg, a).await,
         Command::Wait(a) => follow::wait(&cfg, a).await,
         Command::Cancel(a) => manage::cancel(&cfg, a).await,
         Command::Retry(a) => manage::retry(&cfg, a).await,

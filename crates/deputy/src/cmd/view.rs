@@ -17,6 +17,9 @@ pub async fn ls(cfg: &Config, a: LsArgs) -> anyhow::Result<u8> {
     if let Some(g) = a.group {
         q.push(("group", g));
     }
+    if let Some(w) = a.workflow {
+        q.push(("label", format!("workflow:{w}")));
+    }
     if let Some(l) = a.label {
         q.push(("label", l));
     }
@@ -124,6 +127,46 @@ pub async fn show(cfg: &Config, a: ShowArgs) -> anyhow::Result<u8> {
     ];
     if t.cancel_requested {
         rows.push(vec!["cancel".into(), "requested".into()]);
+    }
+    if let deputy_core::TaskKind::Agent { agent } = &s.kind {
+        rows.push(vec!["backend".into(), agent.backend.clone()]);
+        let model = match (&agent.provider, &agent.model) {
+            (Some(p), Some(m)) => format!("{p}/{m}"),
+            (None, Some(m)) => m.clone(),
+            (Some(p), None) => format!("{p} (its default model)"),
+            (None, None) => "(the default)".into(),
+        };
+        rows.push(vec!["model".into(), model]);
+        rows.push(vec![
+            "worktree".into(),
+            if agent.worktree { "yes" } else { "no" }.into(),
+        ]);
+        let mut budget = vec![format!("{} turns", agent.max_turns)];
+        if let Some(n) = agent.max_tokens {
+            budget.push(format!("{n} tokens"));
+        }
+        if let Some(c) = agent.max_cost_micros {
+            budget.push(format!("${:.2}", c as f64 / 1e6));
+        }
+        rows.push(vec!["budget".into(), budget.join(", ")]);
+    }
+    if let Some(u) = &t.usage {
+        rows.push(vec!["usage".into(), u.summary()]);
+        if let Some(n) = u.turns {
+            rows.push(vec!["turns".into(), n.to_string()]);
+        }
+        if let Some(sid) = &u.session_id {
+            rows.push(vec!["session".into(), sid.clone()]);
+        }
+        if let Some(r) = &u.result {
+            rows.push(vec![
+                "result".into(),
+                render::truncate(&r.replace('\n', " "), 200),
+            ]);
+        }
+    }
+    if let Some(sid) = &t.resume_session {
+        rows.push(vec!["resumes".into(), sid.clone()]);
     }
     print!("{}", render::table(&rows));
     if !t.depends_on.is_empty() {

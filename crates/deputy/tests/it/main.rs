@@ -19,3 +19,4 @@ mod recovery;
 mod scheduling;
 mod streams;
 mod trace;
+mod workflows;
