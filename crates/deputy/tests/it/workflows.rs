@@ -72,7 +72,7 @@ async fn a_three_step_workflow_passes_outputs_and_runs_in_order() {
         std::fs::read_to_string(ws.path().join("plan.txt")).unwrap(),
         "Use addition instead of subtraction.\n"
     );
-    let prompt = &model.requests.lock().unwrap()[0]["messages"][1]["content"];
+    let prompt = model.requests.lock().unwrap()[0]["messages"][1]["content"].clone();
     assert_eq!(prompt, "Plan the fix of calc.sh");
 
     let page = d
