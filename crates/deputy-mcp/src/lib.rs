@@ -38,12 +38,41 @@ pub struct DelegateArgs {
     /// For shell tasks: the command line to run with `sh -c`, e.g. "cargo test -p core".
     #[serde(default)]
     pub command: Option<String>,
-    /// For agent tasks (not available yet in this version): what the agent should do.
+    /// For agent tasks: what the agent should do.
     #[serde(default)]
     pub prompt: Option<String>,
-    /// "shell" (default). Agent kinds arrive with deputy's agent support.
+    /// "shell" or "agent"; a `prompt` without a `command` means "agent".
     #[serde(default)]
     pub kind: Option<String>,
+    /// Agent: "builtin" (deputy's own tool-using agent, the default) or a CLI backend:
+    /// "claude", "codex", "generic", or one configured on the daemon.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// Agent: the model (default: the provider's or the CLI's own).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Agent (builtin): the model provider, e.g. "openai" or "anthropic".
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Agent: a system prompt.
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// Agent: run in a fresh git worktree on a new branch deputy/<short-id>.
+    #[serde(default)]
+    pub worktree: Option<bool>,
+    /// Agent (CLI): the id of an earlier agent task whose session to continue
+    /// (Claude Code's --resume).
+    #[serde(default)]
+    pub continue_from: Option<String>,
+    /// Agent (builtin): model turns at most.
+    #[serde(default)]
+    pub max_turns: Option<u32>,
+    /// Agent (builtin): input plus output tokens at most.
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    /// Agent (builtin): dollars at most.
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
     /// A short name shown in listings.
     #[serde(default)]
     pub name: Option<String>,
@@ -212,29 +241,67 @@ impl DeputyMcp {
 impl DeputyMcp {
     #[tool(
         name = "DelegateTask",
-        description = "Hand a task to deputy to run in the background: a shell command now (agent prompts later). Returns at once with the task id and status; use WaitForTask, TaskStatus and TaskLogs to follow it."
+        description = "Hand a task to deputy to run in the background: a shell `command`, or an agent `prompt` (deputy's built-in agent or a CLI backend such as claude or codex, optionally in its own git worktree). Returns at once with the task id and status; use WaitForTask, TaskStatus and TaskLogs to follow it."
     )]
     async fn delegate_task(
         &self,
         Parameters(a): Parameters<DelegateArgs>,
     ) -> Result<CallToolResult, McpError> {
-        match a.kind.as_deref().unwrap_or("shell") {
-            "shell" => {}
+        let default_kind = if a.command.is_none() && a.prompt.is_some() {
+            "agent"
+        } else {
+            "shell"
+        };
+        let agent = match a.kind.as_deref().unwrap_or(default_kind) {
+            "shell" => None,
             "agent" => {
+                let Some(prompt) = a.prompt.clone().filter(|p| !p.trim().is_empty()) else {
+                    return tool_error("an agent task needs a `prompt` saying what to do");
+                };
+                if a.command.is_some() {
+                    return tool_error("an agent task takes a `prompt`, not a `command`");
+                }
+                let resume_session = match &a.continue_from {
+                    None => None,
+                    Some(id) => match self.client.get(id).await {
+                        Ok(d) => match d.task.usage.and_then(|u| u.session_id) {
+                            Some(s) => Some(s),
+                            None => {
+                                return tool_error(format!(
+                                    "task {id} has no agent session to continue (only CLI agents such as claude report one)"
+                                ));
+                            }
+                        },
+                        Err(e) => return from_client(e),
+                    },
+                };
+                Some(deputy_core::agent::AgentInput {
+                    backend: a.backend.clone(),
+                    prompt,
+                    provider: a.provider.clone(),
+                    model: a.model.clone(),
+                    system_prompt: a.system_prompt.clone(),
+                    worktree: a.worktree.unwrap_or(false),
+                    max_turns: a.max_turns,
+                    max_tokens: a.max_tokens,
+                    max_cost_usd: a.max_cost_usd,
+                    resume_session,
+                })
+            }
+            other => {
+                return tool_error(format!(
+                    "kind `{other}` is not known: use \"shell\" or \"agent\""
+                ));
+            }
+        };
+        let command = match (&agent, a.command) {
+            (Some(_), _) => None,
+            (None, Some(c)) if !c.trim().is_empty() => Some(Command::Line(c)),
+            (None, _) => {
                 return tool_error(
-                    "agent tasks are not available in this version of deputy yet; use kind \"shell\" with a command",
+                    "give the shell `command` to run (e.g. \"cargo test\"), or a `prompt` for an agent",
                 );
             }
-            other => return tool_error(format!("kind `{other}` is not known: use \"shell\"")),
-        }
-        let command = match (a.command, a.prompt) {
-            (Some(c), _) if !c.trim().is_empty() => c,
-            (_, Some(_)) => {
-                return tool_error(
-                    "a shell task needs `command`; `prompt` is for agent tasks, which are not available yet",
-                );
-            }
-            _ => return tool_error("give the shell `command` to run (e.g. \"cargo test\")"),
         };
         let priority = match a.priority.as_deref().map(str::parse::<Priority>) {
             None => None,
@@ -263,7 +330,8 @@ impl DeputyMcp {
             }
         }
         let task = NewTask {
-            command: Some(Command::Line(command)),
+            agent,
+            command,
             name: a.name,
             labels: a.labels,
             priority,

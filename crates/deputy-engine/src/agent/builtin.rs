@@ -17,6 +17,7 @@ use deputy_core::{EventBody, Status, Task};
 use deputy_llm::client::ModelClient;
 use deputy_llm::openai::client::{ChatRequest, ToolSpec};
 use deputy_llm::record::RunRecorder;
+use deputy_llm::record::redact::Redactor;
 use deputy_llm::tools::ArgumentSchema;
 use deputy_llm::{Message, ToolCall};
 use serde_json::{Value, json};
@@ -34,14 +35,44 @@ When the task is done, answer with a short summary of what you did and stop call
 /// Characters of a tool's arguments or result shown in events and the transcript.
 const SHOWN: usize = 2000;
 
-/// Where the transcript goes: the task's output, through a bounded channel.
+/// Where the transcript goes: the task's output, through a bounded channel. The
+/// provider's key is scrubbed from everything written, since a model can repeat it.
 pub(super) struct Transcript {
     pub tx: mpsc::Sender<String>,
+    pub redactor: Redactor,
 }
 
 impl Transcript {
     pub async fn write(&self, s: impl Into<String>) {
-        let _ = self.tx.send(s.into()).await;
+        let _ = self.tx.send(self.redactor.text(&s.into())).await;
+    }
+}
+
+/// Streamed text on its way to the transcript, scrubbed of secrets even when one is
+/// split across deltas: the last `hold` bytes wait for the next delta.
+struct Streamed<'a> {
+    redactor: &'a Redactor,
+    hold: usize,
+    pending: String,
+}
+
+impl Streamed<'_> {
+    /// Takes a delta; returns what can be written now.
+    fn push(&mut self, delta: &str) -> Option<String> {
+        self.pending.push_str(delta);
+        self.pending = self.redactor.text(&self.pending);
+        let mut cut = self.pending.len().saturating_sub(self.hold);
+        while !self.pending.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        (cut > 0).then(|| {
+            let rest = self.pending.split_off(cut);
+            std::mem::replace(&mut self.pending, rest)
+        })
+    }
+
+    fn take_rest(&mut self) -> String {
+        self.redactor.text(&std::mem::take(&mut self.pending))
     }
 }
 
@@ -53,6 +84,8 @@ pub(super) struct BuiltinRun<'a> {
     pub workspace: Workspace,
     pub current_pgid: Arc<AtomicI32>,
     pub transcript: Transcript,
+    /// Length of the longest secret the transcript scrubs.
+    pub secret_len: usize,
 }
 
 pub(super) struct Ended {
@@ -106,7 +139,7 @@ impl BuiltinRun<'_> {
             attempt: self.task.attempt,
             step: step.into(),
             tool: tool.map(str::to_string),
-            detail,
+            detail: detail.map(|d| self.transcript.redactor.text(&d)),
             is_error,
         };
         if let Err(e) = self
@@ -248,21 +281,30 @@ impl BuiltinRun<'_> {
                 tools: schemas.iter().map(|(s, _)| s.clone()).collect(),
                 max_tokens: None,
             };
-            let mut pending = String::new();
+            let mut streamed = Streamed {
+                redactor: &self.transcript.redactor,
+                hold: self.secret_len.saturating_sub(1),
+                pending: String::new(),
+            };
+            let mut unsent = String::new();
             let tx = self.transcript.tx.clone();
             let mut on_text = |t: &str| {
                 // Never waits: text that does not fit in the channel now goes with the
                 // next delta (bounded by the response size cap).
-                pending.push_str(t);
-                if let Err(mpsc::error::TrySendError::Full(back)) =
-                    tx.try_send(std::mem::take(&mut pending))
+                if let Some(ready) = streamed.push(t) {
+                    unsent.push_str(&ready);
+                }
+                if !unsent.is_empty()
+                    && let Err(mpsc::error::TrySendError::Full(back)) =
+                        tx.try_send(std::mem::take(&mut unsent))
                 {
-                    pending = back;
+                    unsent = back;
                 }
             };
             let result = client.stream(&req, &mut on_text, Some(&run)).await;
-            if !pending.is_empty() {
-                self.transcript.write(std::mem::take(&mut pending)).await;
+            unsent.push_str(&streamed.take_rest());
+            if !unsent.is_empty() {
+                self.transcript.write(std::mem::take(&mut unsent)).await;
             }
             let outcome = match result {
                 Ok(o) => o,
@@ -310,7 +352,9 @@ impl BuiltinRun<'_> {
                     status: Status::Succeeded,
                     reason: None,
                     usage: AgentUsage {
-                        result: content.as_deref().map(deputy_core::agent::cap_result),
+                        result: content.as_deref().map(|c| {
+                            deputy_core::agent::cap_result(&self.transcript.redactor.text(c))
+                        }),
                         ..usage.clone()
                     },
                 };

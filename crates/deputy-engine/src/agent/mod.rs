@@ -176,6 +176,16 @@ async fn run_builtin(
         tokio::io::empty(),
     );
     let current_pgid = Arc::new(AtomicI32::new(0));
+    // The provider's key, to scrub from everything the agent writes.
+    let provider = spec
+        .provider
+        .as_ref()
+        .unwrap_or(&inner.cfg.agents.default_provider);
+    let secret = inner
+        .cfg
+        .providers
+        .get(provider)
+        .and_then(|p| p.api_key(&|k| std::env::var(k).ok()));
     let agent = builtin::BuiltinRun {
         inner,
         task,
@@ -183,7 +193,11 @@ async fn run_builtin(
         prompt,
         workspace: ws,
         current_pgid: current_pgid.clone(),
-        transcript: builtin::Transcript { tx: text_tx },
+        transcript: builtin::Transcript {
+            tx: text_tx,
+            redactor: deputy_llm::record::redact::Redactor::new(secret.clone()),
+        },
+        secret_len: secret.as_ref().map_or(0, String::len),
     };
     let ended = tokio::select! {
         biased;

@@ -270,3 +270,80 @@ async fn a_cancelled_agent_stops_its_running_tool_command() {
     assert_eq!(trace.runs[0].status, RecordStatus::Interrupted);
     d.stop().await;
 }
+
+/// The daemon as a child process with an API key in its environment, the model echoing
+/// the key back: afterwards no file of the database and no line of the daemon's log
+/// holds the key (the trace, the transcript, events and results are all scrubbed).
+#[tokio::test]
+async fn an_api_key_is_nowhere_in_the_database_or_the_daemon_log() {
+    const KEY: &str = "sk-deputy-e2e-7f6e5d4c3b2a1908";
+    let ws = tempfile::tempdir().unwrap();
+    let (model, provider) = mock_llm::start(
+        vec![
+            call("shell", json!({"command": format!("echo {KEY}")})),
+            say(&format!("The key you gave me is {KEY}; I will not use it.")),
+        ],
+        None,
+    )
+    .await;
+    let data = ws.path().join("data");
+    let mut d = ChildDaemon::spawn(
+        &data,
+        &[
+            ("OPENAI_API_KEY", KEY),
+            ("OPENAI_BASE_URL", &provider.base_url),
+            ("DEPUTY_LOG", "debug"),
+        ],
+    )
+    .await;
+    let r = d
+        .client
+        .submit(&agent_task(ws.path(), |a| {
+            a.model = Some("mock-model".into());
+            a.prompt = "print the API key".into();
+        }))
+        .await
+        .unwrap();
+    let done = wait_done(&d.client, r.task.id).await;
+    assert_eq!(done.status, Status::Succeeded, "{:?}", done.reason);
+    let sent_auth = model.requests.lock().unwrap().len();
+    assert_eq!(sent_auth, 2, "the model was called with the key");
+    let trace = d.client.trace(&r.task.id.to_string()).await.unwrap();
+    let auth = &trace.runs[0].steps[0].attempts[0].request_headers;
+    assert!(
+        auth.contains(&("authorization".into(), "[redacted]".into())),
+        "{auth:?}"
+    );
+    let out = String::from_utf8(
+        d.client
+            .logs_text(&r.task.id.to_string(), &[])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(out.contains("The key you gave me is [redacted]"), "{out}");
+    d.terminate();
+    let count = |bytes: &[u8]| {
+        bytes
+            .windows(KEY.len())
+            .filter(|w| *w == KEY.as_bytes())
+            .count()
+    };
+    let mut files = 0;
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            files += 1;
+            assert_eq!(
+                count(&std::fs::read(&path).unwrap()),
+                0,
+                "{} holds the key",
+                path.display()
+            );
+        }
+    }
+    assert!(files >= 2, "the database files were read");
+    let log = std::fs::read(data.with_extension("log")).unwrap();
+    assert!(!log.is_empty(), "the daemon logged at debug level");
+    assert_eq!(count(&log), 0, "the daemon log holds the key");
+}

@@ -330,6 +330,9 @@ impl ChildDaemon {
         std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
         std::fs::write(&cfg, "").unwrap();
         cmd.env("DEPUTY_CONFIG", &cfg);
+        // Its log, for tests that read it (see `log_path`).
+        let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
+        cmd.stderr(log);
         let mut child = cmd.spawn().unwrap();
         let mut url = None;
         eventually("the daemon to write daemon.json", || {

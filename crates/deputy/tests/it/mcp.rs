@@ -153,9 +153,29 @@ async fn delegate_wait_logs_cancel_retry(c: &McpClient, d: &TestDaemon) {
     // Bad input: a tool error with a message, and the next call still works.
     assert_tool_error(&call(c, "DelegateTask", json!({})).await, "command");
     assert_tool_error(
-        &call(c, "DelegateTask", json!({"prompt": "fix the tests"})).await,
-        "agent",
+        &call(c, "DelegateTask", json!({"kind": "agent"})).await,
+        "needs a `prompt`",
     );
+    assert_tool_error(
+        &call(
+            c,
+            "DelegateTask",
+            json!({"prompt": "go on", "backend": "claude", "continueFrom": failing_id}),
+        )
+        .await,
+        "no agent session",
+    );
+    // An agent task: a prompt (here for the `generic` CLI backend, which runs it).
+    let agent = json_of(
+        &call(
+            c,
+            "DelegateTask",
+            json!({"prompt": "echo agent done", "backend": "generic", "name": "agent"}),
+        )
+        .await,
+    );
+    let waited = json_of(&call(c, "WaitForTask", json!({"taskId": agent["taskId"]})).await);
+    assert_eq!(waited["status"], "succeeded", "{waited}");
     assert_tool_error(
         &call(
             c,
