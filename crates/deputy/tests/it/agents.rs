@@ -165,6 +165,15 @@ async fn the_builtin_agent_lists_reads_edits_tests_and_answers() {
             .all(|s| s.status == RecordStatus::Completed && s.attempts.len() == 1)
     );
     assert_eq!(run.usage.input_tokens, Some(500));
+    let metrics = metrics_text(&d.url()).await;
+    assert!(
+        metrics.contains("deputy_agent_tokens_total{kind=\"input\"} 500"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("deputy_agent_tokens_total{kind=\"output\"} 100"),
+        "{metrics}"
+    );
     d.stop().await;
 }
 
@@ -346,4 +355,49 @@ async fn an_api_key_is_nowhere_in_the_database_or_the_daemon_log() {
     let log = std::fs::read(data.with_extension("log")).unwrap();
     assert!(!log.is_empty(), "the daemon logged at debug level");
     assert_eq!(count(&log), 0, "the daemon log holds the key");
+}
+
+#[tokio::test]
+async fn under_bwrap_the_shell_tool_writes_only_inside_the_workspace() {
+    let Some(_) = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("bwrap"))
+            .find(|p| p.is_file())
+    }) else {
+        eprintln!("skipped: bubblewrap (bwrap) is not installed, so the sandbox test did not run");
+        return;
+    };
+    let outer = tempfile::tempdir().unwrap();
+    let ws = outer.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    let (model, provider) = mock_llm::start(
+        vec![
+            call("shell", json!({"command": "echo in > inside.txt; echo out > ../outside.txt; echo out > /etc/deputy-sandbox-probe; cat inside.txt"})),
+            say("done"),
+        ],
+        None,
+    )
+    .await;
+    let d = TestDaemon::start_with(1, |c| {
+        c.providers.insert("mock".into(), provider);
+        c.agents.default_provider = "mock".into();
+        c.agents.sandbox = deputy_engine::agent::config::Sandbox::Bwrap;
+    })
+    .await;
+    let t = d.submit(agent_task(&ws, |_| {})).await;
+    let done = wait_done(&d.client, t.id).await;
+    assert_eq!(done.status, Status::Succeeded, "{:?}", done.reason);
+    assert_eq!(
+        std::fs::read_to_string(ws.join("inside.txt")).unwrap(),
+        "in\n"
+    );
+    assert!(
+        !outer.path().join("outside.txt").exists(),
+        "nothing written outside the workspace"
+    );
+    assert!(!std::path::Path::new("/etc/deputy-sandbox-probe").exists());
+    let result = &model.tool_results()[0];
+    assert!(result.contains("Read-only file system"), "{result}");
+    assert!(result.contains("--- stdout ---\nin\n"), "{result}");
+    d.stop().await;
 }
