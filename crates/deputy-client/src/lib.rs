@@ -242,8 +242,9 @@ impl Client {
 
     /// Follows an event stream (one task's, or all with `task = None`) from after
     /// `after`. A dropped connection is resumed from the last id seen, so the stream
-    /// yields every event once, in order. A task's stream ends after its
-    /// `task.finished` event.
+    /// yields every event once, in order. A task's stream ends when the server closes it
+    /// after a `task.finished` (that of the attempt current when the stream opened, or a
+    /// later one: a retried task's stream replays every attempt).
     pub fn events(
         &self,
         task: Option<String>,
@@ -280,6 +281,7 @@ impl Client {
                     }
                 };
                 let mut frames = resp.bytes_stream().eventsource();
+                let mut ended_with_finish = false;
                 while let Some(frame) = frames.next().await {
                     let Ok(frame) = frame else { break };
                     if frame.event == "stream.lagged" {
@@ -299,16 +301,13 @@ impl Client {
                     }
                     last = event.seq;
                     failures = 0;
-                    let finished = task.is_some()
+                    ended_with_finish = task.is_some()
                         && matches!(event.body, deputy_core::EventBody::TaskFinished { .. });
                     if tx.send(Ok(event)).await.is_err() {
                         return;
                     }
-                    if finished {
-                        return;
-                    }
                 }
-                if tx.is_closed() {
+                if tx.is_closed() || ended_with_finish {
                     return;
                 }
                 // The connection ended without the task finishing: resume from `last`.

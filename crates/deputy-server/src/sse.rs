@@ -39,14 +39,22 @@ pub(crate) struct StreamParams {
 /// Which events a stream carries, and when it ends.
 #[derive(Debug, Clone)]
 enum Scope {
-    Task(TaskId),
-    All { group: Option<String> },
+    /// One task's events; the stream ends with the end of attempt `until` or a later one
+    /// (the task's attempt when the stream opened), so replaying a retried task does not
+    /// stop at an earlier attempt's end.
+    Task {
+        id: TaskId,
+        until: u32,
+    },
+    All {
+        group: Option<String>,
+    },
 }
 
 impl Scope {
     fn wants(&self, e: &Event) -> bool {
         match self {
-            Scope::Task(id) => e.task == Some(*id),
+            Scope::Task { id, .. } => e.task == Some(*id),
             Scope::All { group: None } => true,
             Scope::All { group: Some(g) } => match &e.body {
                 EventBody::TaskCreated { group, .. } => group == g,
@@ -60,7 +68,13 @@ impl Scope {
 
     /// A task stream ends with the task's terminal event.
     fn ends_with(&self, e: &Event) -> bool {
-        matches!(self, Scope::Task(id) if e.task == Some(*id) && matches!(e.body, EventBody::TaskFinished { .. }))
+        match self {
+            Scope::Task { id, until } => {
+                e.task == Some(*id)
+                    && matches!(e.body, EventBody::TaskFinished { attempt, .. } if attempt >= *until)
+            }
+            Scope::All { .. } => false,
+        }
     }
 }
 
@@ -103,7 +117,12 @@ pub(crate) async fn task_events(
     }
     let id = resolve_id(&state, &raw).await?;
     let after = start_after(&headers, p.last_event_id)?;
-    Ok(sse_response(stream_events(state, Scope::Task(id), after)))
+    let until = state.engine.store().get(id).await?.attempt;
+    Ok(sse_response(stream_events(
+        state,
+        Scope::Task { id, until },
+        after,
+    )))
 }
 
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(StreamParams, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id")),
@@ -180,7 +199,7 @@ async fn produce(
     tx: &mpsc::Sender<Result<SseEvent, Infallible>>,
 ) {
     let task = match scope {
-        Scope::Task(id) => Some(*id),
+        Scope::Task { id, .. } => Some(*id),
         Scope::All { .. } => None,
     };
     // Replay what is committed.

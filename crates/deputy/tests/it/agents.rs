@@ -401,3 +401,52 @@ async fn under_bwrap_the_shell_tool_writes_only_inside_the_workspace() {
     assert!(result.contains("--- stdout ---\nin\n"), "{result}");
     d.stop().await;
 }
+
+#[tokio::test]
+async fn the_cost_budget_and_the_task_timeout_stop_the_agent() {
+    let ws = tempfile::tempdir().unwrap();
+    let (_, provider) = mock_llm::start(vec![], Some(call("list_dir", json!({})))).await;
+    let d = TestDaemon::start_with(2, |c| {
+        c.providers.insert("mock".into(), provider);
+        c.agents.default_provider = "mock".into();
+        c.agents.prices.insert(
+            "mock-model".into(),
+            deputy_engine::agent::config::Price {
+                input: 10.0,
+                output: 30.0,
+                cached_input: None,
+            },
+        );
+    })
+    .await;
+    // Each turn: 100 tokens in at $10/M and 20 out at $30/M, $0.0016.
+    let costly = d
+        .submit(agent_task(ws.path(), |a| a.max_cost_usd = Some(0.003)))
+        .await;
+    let t = wait_done(&d.client, costly.id).await;
+    assert_eq!(t.status, Status::Failed);
+    assert_eq!(
+        t.reason.as_deref(),
+        Some("cost budget of $0.0030 exceeded: $0.0032 spent")
+    );
+    let cost = t.usage.unwrap().cost_usd.unwrap();
+    assert!((cost - 0.0032).abs() < 1e-9, "{cost}");
+
+    // The task's timeout ends the loop while a tool command runs, and stops it.
+    let (_, provider) =
+        mock_llm::start(vec![call("shell", json!({"command": "sleep 100"}))], None).await;
+    let d2 = TestDaemon::start_with(1, |c| {
+        c.providers.insert("mock".into(), provider);
+        c.agents.default_provider = "mock".into();
+    })
+    .await;
+    let mut task = agent_task(ws.path(), |_| {});
+    task.timeout = Some(deputy_core::submit::TimeoutInput::Millis(1500));
+    let slow = d2.submit(task).await;
+    let t = wait_done(&d2.client, slow.id).await;
+    assert_eq!(t.status, Status::TimedOut);
+    assert_eq!(t.reason.as_deref(), Some("timed out after 1.5s"));
+    assert!(processes_of(slow.id).is_empty());
+    d.stop().await;
+    d2.stop().await;
+}

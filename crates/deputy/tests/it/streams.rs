@@ -237,3 +237,25 @@ async fn the_all_events_stream_resumes_from_last_event_id_and_filters_by_group()
     assert!(matches!(e.body, EventBody::TaskCreated { ref group, .. } if group == "g1"));
     d.stop().await;
 }
+
+#[tokio::test]
+async fn a_retried_task_stream_replays_every_attempt_and_ends_with_the_last() {
+    let d = TestDaemon::start(1).await;
+    let t = d.submit(sh("echo run; exit 1")).await;
+    wait_done(&d.client, t.id).await;
+    d.client.retry(&t.id.to_string()).await.unwrap();
+    wait_attempt_done(&d.client, t.id, 2).await;
+    let mut s = Box::pin(d.client.events(Some(t.id.to_string()), 0));
+    let mut finished = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(e) = s.next().await {
+            if let EventBody::TaskFinished { attempt, .. } = e.unwrap().body {
+                finished.push(attempt);
+            }
+        }
+    })
+    .await
+    .expect("the stream ends after the last attempt's end");
+    assert_eq!(finished, vec![1, 2]);
+    d.stop().await;
+}
