@@ -60,17 +60,34 @@ async fn round(c: &OpenAiClient, run: Option<&RunRecorder>) -> Duration {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let body = Arc::new(stream_body());
-    let app = Router::new().route(
-        "/v1/chat/completions",
-        post(move || {
-            let body = body.clone();
-            async move { ([("content-type", "text/event-stream")], (*body).clone()) }
-        }),
-    );
+    let slow_body = body.clone();
+    let app = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(move || {
+                let body = body.clone();
+                async move { ([("content-type", "text/event-stream")], (*body).clone()) }
+            }),
+        )
+        // The same answer after 20 ms, about the fastest a hosted model starts to answer.
+        .route(
+            "/slow/v1/chat/completions",
+            post(move || {
+                let body = slow_body.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    ([("content-type", "text/event-stream")], (*body).clone())
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let client = OpenAiClient::new(&url, Some("sk-bench-key-0123456789".into()));
+    let slow_client = OpenAiClient::new(
+        url.replace("/v1", "/slow/v1"),
+        Some("sk-bench-key-0123456789".into()),
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("b.db")).await.unwrap());
@@ -115,6 +132,24 @@ async fn main() {
         recorder.flush().await;
         on_flushed += t.elapsed();
     }
+    // Against a model that takes 20 ms, fewer calls.
+    let slow_round = async |run: Option<&RunRecorder>| {
+        let req = request();
+        let start = Instant::now();
+        for _ in 0..50 {
+            slow_client
+                .call(&req, true, &mut |_| {}, run)
+                .await
+                .expect("a call");
+        }
+        start.elapsed()
+    };
+    let (mut slow_off, mut slow_on) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..2 {
+        slow_off += slow_round(None).await;
+        slow_on += slow_round(Some(&run)).await;
+    }
+    recorder.flush().await;
     run.finish(RecordStatus::Completed, None).await;
     let calls = (ROUNDS * CALLS_PER_ROUND) as f64;
     let per = |d: Duration| d.as_secs_f64() * 1e6 / calls;
@@ -135,6 +170,12 @@ async fn main() {
         "  with recorder + flushed {:8.1} µs/call   ratio {:.3} (every record written)",
         per(on_flushed),
         on_flushed.as_secs_f64() / off.as_secs_f64()
+    );
+    println!(
+        "  against a model that answers after 20 ms (100 calls each way): {:.2} ms/call without, {:.2} ms/call with, ratio {:.4}",
+        slow_off.as_secs_f64() * 1e3 / 100.0,
+        slow_on.as_secs_f64() * 1e3 / 100.0,
+        slow_on.as_secs_f64() / slow_off.as_secs_f64()
     );
     println!(
         "  steps recorded: {steps}; failed records: {}",

@@ -135,6 +135,24 @@ async fn claude_output_becomes_events_usage_and_a_session_that_retry_continues()
     d.client.retry(&t.id.to_string()).await.unwrap();
     wait_attempt_done(&d.client, t.id, 3).await;
     assert!(!lines(record.join("args.2")).contains(&"--resume".to_string()));
+    // A new task can continue another's session (what DelegateTask's continueFrom sends).
+    let mut follow_up = agent_task(tmp.path(), |a| {
+        a.backend = Some("claude".into());
+        a.prompt = "now fix the warning".into();
+        a.resume_session = usage.session_id.clone();
+    });
+    fake_env(&mut follow_up, &record, "claude-stream.jsonl");
+    let follow_up = d.submit(follow_up).await;
+    assert_eq!(
+        wait_done(&d.client, follow_up.id).await.status,
+        Status::Succeeded
+    );
+    let args = lines(record.join("args.3"));
+    assert_eq!(args[1], "now fix the warning");
+    assert_eq!(
+        args[args.len() - 2..],
+        ["--resume", "5c2b8e0a-1f7d-4c3e-9a61-0d2f3b4c5e6f"]
+    );
     d.stop().await;
 }
 
