@@ -306,6 +306,16 @@ impl Engine {
                 })
             })
             .collect::<Result<_, _>>()?;
+        for (i, t) in valid.iter().enumerate() {
+            self.check_agent(&t.spec.kind).map_err(|(field, message)| {
+                let field = if valid.len() == 1 {
+                    field.to_string()
+                } else {
+                    format!("tasks[{i}].{field}")
+                };
+                ValidationError::new(field, message)
+            })?;
+        }
         let out = self.inner.store.submit(valid, now).await?;
         self.inner.wake.notify_one();
         Ok(out)
@@ -337,6 +347,43 @@ impl Engine {
         }
         self.inner.wake.notify_one();
         Ok(out)
+    }
+
+    /// An agent task must name a backend and provider this daemon knows.
+    fn check_agent(&self, kind: &deputy_core::TaskKind) -> Result<(), (&'static str, String)> {
+        let deputy_core::TaskKind::Agent { agent } = kind else {
+            return Ok(());
+        };
+        let cfg = &self.inner.cfg;
+        if agent.backend == deputy_core::agent::BUILTIN {
+            let provider = agent
+                .provider
+                .as_ref()
+                .unwrap_or(&cfg.agents.default_provider);
+            if !cfg.providers.contains_key(provider) {
+                return Err((
+                    "agent.provider",
+                    format!(
+                        "no model provider `{provider}`: use one of {} or configure [providers.{provider}]",
+                        cfg.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        } else if cfg.agents.backend(&agent.backend).is_none() {
+            return Err((
+                "agent.backend",
+                format!(
+                    "no agent backend `{}`: use builtin, claude, codex, generic{}",
+                    agent.backend,
+                    cfg.agents
+                        .backends
+                        .keys()
+                        .map(|k| format!(", {k}"))
+                        .collect::<String>()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// A new attempt of a finished task; `resume` continues its agent session.

@@ -170,12 +170,9 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "SESSION")]
     pub resume: Option<String>,
     /// The command (one argument is a shell line run by `sh -c`; several are an argv),
-    /// or with --agent, the prompt. Put it after `--` when it starts with `-`.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
+    /// or with --agent, the prompt. Put a command after `--` so its own flags are not
+    /// taken for deputy's: `deputy submit -- make -k test`.
+    #[arg(value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 

@@ -239,6 +239,16 @@ impl BuiltinRun<'_> {
                 usage,
             );
         }
+        if let Some(var) = &provider.api_key_env
+            && provider.api_key(&|k| std::env::var(k).ok()).is_none()
+        {
+            return fail(
+                format!(
+                    "provider `{provider_name}` reads its API key from ${var}, which is not set in the daemon's environment; set it and restart the daemon, or configure [providers.{provider_name}] api_key_env"
+                ),
+                usage,
+            );
+        }
         let client = ModelClient::for_provider(provider, &|k| std::env::var(k).ok());
         let run = RunRecorder::start(
             &self.inner.recorder,

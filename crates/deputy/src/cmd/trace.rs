@@ -40,7 +40,7 @@ fn span(start: Millis, end: Option<Millis>) -> String {
 pub fn timeline(t: &Trace) -> String {
     if t.runs.is_empty() {
         return format!(
-            "task {} made no model calls (only agent tasks do)\n",
+            "task {} made no model calls (shell tasks never do; an agent task may have failed before its first)\n",
             t.task_id
         );
     }

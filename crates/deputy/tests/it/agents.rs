@@ -450,3 +450,50 @@ async fn the_cost_budget_and_the_task_timeout_stop_the_agent() {
     d.stop().await;
     d2.stop().await;
 }
+
+#[tokio::test]
+async fn unknown_backends_providers_and_bad_agent_fields_are_refused_at_submit() {
+    let d = TestDaemon::start(1).await;
+    let ws = tempfile::tempdir().unwrap();
+    for (tweak, field, needle) in [
+        (
+            Box::new(|a: &mut AgentInput| a.backend = Some("nope".into()))
+                as Box<dyn Fn(&mut AgentInput)>,
+            "agent.backend",
+            "no agent backend `nope`",
+        ),
+        (
+            Box::new(|a: &mut AgentInput| a.provider = Some("nowhere".into())),
+            "agent.provider",
+            "no model provider `nowhere`",
+        ),
+        (
+            Box::new(|a: &mut AgentInput| a.max_turns = Some(0)),
+            "agent.max_turns",
+            "between 1 and 1000",
+        ),
+        (
+            Box::new(|a: &mut AgentInput| a.prompt = " ".into()),
+            "agent.prompt",
+            "empty",
+        ),
+    ] {
+        let err = d
+            .client
+            .submit(&agent_task(ws.path(), |a| tweak(a)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(422), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(field) && text.contains(needle), "{text}");
+    }
+    let mut both = agent_task(ws.path(), |_| {});
+    both.command = Some(deputy_core::Command::Line("true".into()));
+    let err = d.client.submit(&both).await.unwrap_err();
+    assert!(err.to_string().contains("takes a prompt"), "{err}");
+    assert!(
+        d.client.list(&[]).await.unwrap().tasks.is_empty(),
+        "nothing was stored"
+    );
+    d.stop().await;
+}
