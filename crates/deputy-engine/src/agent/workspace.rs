@@ -46,6 +46,11 @@ impl Workspace {
             match existing.canonicalize() {
                 Ok(p) => break p,
                 Err(_) => {
+                    // It exists but does not resolve: a dangling symlink, whose target
+                    // (possibly outside) a write would create.
+                    if existing.symlink_metadata().is_ok() {
+                        return Err(self.outside(raw));
+                    }
                     let Some(parent) = existing.parent() else {
                         return Err(format!("`{raw}` does not resolve to a path"));
                     };
@@ -97,6 +102,7 @@ mod tests {
         std::fs::write(outer.path().join("secret.txt"), "s").unwrap();
         std::os::unix::fs::symlink(outer.path().join("secret.txt"), root.join("link")).unwrap();
         std::os::unix::fs::symlink(outer.path(), root.join("dirlink")).unwrap();
+        std::os::unix::fs::symlink(outer.path().join("not-yet"), root.join("dangling")).unwrap();
         let ws = Workspace::new(&root).unwrap();
         let canon = root.canonicalize().unwrap();
 
@@ -119,6 +125,8 @@ mod tests {
             "dirlink/secret.txt",
             "dirlink/new.txt",
             "missing/../../x",
+            "dangling",
+            "dangling/below",
         ] {
             let e = ws.resolve(bad).unwrap_err();
             assert!(e.contains("outside the workspace"), "{bad}: {e}");
