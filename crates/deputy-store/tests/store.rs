@@ -448,7 +448,16 @@ fn step_update(run: &str, step: u32, status: RecordStatus, error: Option<&str>) 
 
 async fn trace_statuses_never_regress_and_end_with_the_attempt(s: Arc<dyn Store>) {
     let t = s
-        .submit(vec![valid("true", |_| {})], 1)
+        .submit(
+            vec![valid("unused", |t| {
+                t.command = None;
+                t.agent = Some(deputy_core::agent::AgentInput {
+                    prompt: "fix it".into(),
+                    ..Default::default()
+                });
+            })],
+            1,
+        )
         .await
         .unwrap()
         .remove(0)

@@ -146,8 +146,10 @@ async fn apply(conn: &mut Conn, cur: &Task, to: Status, mv: Move, now: Millis) -
         .bind(i64::from(cur.attempt))
         .execute(&mut *conn)
         .await?;
-        // Model calls the attempt left unfinished end with it.
-        super::trace::interrupt(conn, t.id, cur.attempt, now).await?;
+        // Model calls the attempt left unfinished end with it (only agents make any).
+        if matches!(t.spec.kind, deputy_core::TaskKind::Agent { .. }) {
+            super::trace::interrupt(conn, t.id, cur.attempt, now).await?;
+        }
     }
     if to == Status::Running {
         sqlx::query(sql(
