@@ -395,7 +395,10 @@ async fn under_bwrap_the_shell_tool_writes_only_inside_the_workspace() {
         !outer.path().join("outside.txt").exists(),
         "nothing written outside the workspace"
     );
-    assert!(!std::path::Path::new("/etc/deputy-sandbox-probe").exists());
+    let probe = std::path::Path::new("/etc/deputy-sandbox-probe");
+    let escaped = probe.exists();
+    let _ = std::fs::remove_file(probe); // Clean up even when the assertion below fails.
+    assert!(!escaped, "the sandboxed command wrote to /etc");
     let result = &model.tool_results()[0];
     assert!(result.contains("Read-only file system"), "{result}");
     assert!(result.contains("--- stdout ---\nin\n"), "{result}");
