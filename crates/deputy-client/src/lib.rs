@@ -21,7 +21,7 @@ pub enum ClientError {
         code: String,
         message: String,
     },
-    #[error("cannot reach the deputy daemon at {url}: {source}")]
+    #[error("cannot reach the deputy daemon at {url}")]
     Unreachable {
         url: String,
         #[source]
