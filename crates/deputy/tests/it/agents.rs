@@ -500,3 +500,45 @@ async fn unknown_backends_providers_and_bad_agent_fields_are_refused_at_submit()
     );
     d.stop().await;
 }
+
+/// kill -9 of the daemon while its built-in agent runs a tool command: after the
+/// restart the command is gone, the task is `interrupted` (it had no retries), and its
+/// trace says the run was interrupted, while the model call that had finished stays
+/// completed.
+#[tokio::test]
+async fn an_agent_killed_with_its_daemon_is_recovered_and_its_trace_interrupted() {
+    let ws = tempfile::tempdir().unwrap();
+    let (_, provider) = mock_llm::start(
+        vec![call("shell", json!({"command": "sleep 300 & sleep 300"}))],
+        None,
+    )
+    .await;
+    let data = ws.path().join("data");
+    let env = [
+        ("OPENAI_API_KEY", "sk-deputy-recovery-test-key"),
+        ("OPENAI_BASE_URL", provider.base_url.as_str()),
+    ];
+    let mut d = ChildDaemon::spawn(&data, &env).await;
+    let task = d
+        .client
+        .submit(&agent_task(ws.path(), |a| {
+            a.model = Some("mock-model".into())
+        }))
+        .await
+        .unwrap()
+        .task;
+    eventually("the tool command runs", || processes_of(task.id).len() >= 2).await;
+    let leftovers = processes_of(task.id);
+    d.kill9();
+    let d = ChildDaemon::spawn(&data, &env).await;
+    for p in &leftovers {
+        assert!(!alive(*p), "tool process {p} survived the restart");
+    }
+    let done = wait_done(&d.client, task.id).await;
+    assert_eq!(done.status, Status::Interrupted);
+    let trace = d.client.trace(&task.id.to_string()).await.unwrap();
+    let run = &trace.runs[0];
+    assert_eq!(run.status, RecordStatus::Interrupted);
+    assert_eq!(run.steps[0].status, RecordStatus::Completed);
+    drop(d);
+}
