@@ -17,8 +17,8 @@ use deputy_store::Store;
 use deputy_store::sqlite::SqliteStore;
 use serde_json::json;
 
-const ROUNDS: usize = 6;
-const CALLS_PER_ROUND: usize = 150;
+const ROUNDS: usize = 3;
+const CALLS_PER_ROUND: usize = 600;
 
 fn stream_body() -> String {
     let mut body = String::new();
