@@ -144,39 +144,6 @@ pub async fn nodes(cfg: &Config, json: bool) -> anyhow::Result<u8> {
         ]);
     }
     print!("{}", render::table(&rows));
-    let d = cfg.daemon_config()?;
-    println!("\n# model providers (built-in openai and anthropic, plus [providers.<name>])");
-    let mut rows = Vec::new();
-    for (name, p) in &d.providers {
-        let key = match &p.api_key_env {
-            Some(var) if std::env::var(var).is_ok_and(|v| !v.is_empty()) => {
-                format!("key from ${var} (set)")
-            }
-            Some(var) => format!("key from ${var} (unset)"),
-            None => "no key".into(),
-        };
-        let origin = if cfg.providers.contains_key(name) {
-            format!("file {}", cfg.file.display())
-        } else {
-            "built-in".into()
-        };
-        rows.push(vec![
-            format!(
-                "{name} = {} {}",
-                match p.kind {
-                    deputy_llm::providers::ProviderKind::OpenAi => "openai",
-                    deputy_llm::providers::ProviderKind::Anthropic => "anthropic",
-                },
-                p.base_url
-            ),
-            format!(
-                "# {key}; model {}; timeout {}s; {origin}",
-                p.default_model.as_deref().unwrap_or("(none)"),
-                p.timeout_secs
-            ),
-        ]);
-    }
-    print!("{}", render::table(&rows));
     Ok(0)
 }
 
@@ -247,5 +214,52 @@ pub fn config_show(cfg: &Config) -> anyhow::Result<u8> {
         ]);
     }
     print!("{}", render::table(&rows));
+    println!("\n# agent backends (built-in claude, codex and generic, plus [agents.<name>])");
+    let mut names: Vec<String> = ["claude", "codex", "generic"].map(String::from).to_vec();
+    for k in d.agents.backends.keys() {
+        if !names.contains(k) {
+            names.push(k.clone());
+        }
+    }
+    let mut rows = Vec::new();
+    for name in names {
+        let Some(b) = d.agents.backend(&name) else {
+            continue;
+        };
+        let origin = if d.agents.backends.contains_key(&name) {
+            format!("file {}", cfg.file.display())
+        } else {
+            "built-in".into()
+        };
+        let found = if program_found(&b.program) {
+            "found"
+        } else {
+            "not found in PATH"
+        };
+        rows.push(vec![
+            format!("{name} = {:?} {}", b.format, b.program).to_lowercase(),
+            format!("# program {found}; {origin}"),
+        ]);
+    }
+    print!("{}", render::table(&rows));
+    if !d.agents.prices.is_empty() {
+        println!("\n# prices, dollars per million tokens");
+        for (model, p) in &d.agents.prices {
+            let cached = p
+                .cached_input
+                .map(|c| format!(", cached input {c}"))
+                .unwrap_or_default();
+            println!("{model}: input {}, output {}{cached}", p.input, p.output);
+        }
+    }
     Ok(0)
+}
+
+/// Whether `program` can be found: a path to a file, or a name in PATH.
+fn program_found(program: &str) -> bool {
+    if program.contains('/') {
+        return std::path::Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }

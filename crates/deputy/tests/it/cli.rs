@@ -158,6 +158,45 @@ async fn config_show_names_each_values_source() {
         "{shown}"
     );
 
+    // Tables: providers, agent backends and prices are listed; a key in the file is refused.
+    std::fs::write(
+        &file,
+        "default_provider = \"local\"\n[providers.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:11434/v1\"\ndefault_model = \"llama3\"\n[agents.aider]\nformat = \"text\"\nprogram = \"aider\"\nargs = [\"--message\", \"{prompt}\"]\n[prices.\"llama3\"]\ninput = 0.5\noutput = 1.5\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_deputy"))
+        .args(["config", "show", "--config"])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        shown.contains("local = openai http://127.0.0.1:11434/v1"),
+        "{shown}"
+    );
+    assert!(shown.contains("default_provider = \"local\""), "{shown}");
+    assert!(shown.contains("aider = text aider"), "{shown}");
+    assert!(shown.contains("llama3: input 0.5, output 1.5"), "{shown}");
+    std::fs::write(
+        &file,
+        "[providers.x]\nkind = \"openai\"\nbase_url = \"http://x\"\napi_key = \"sk-nope\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_deputy"))
+        .args(["config", "show", "--config"])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("unknown field `api_key`"),
+        "{}",
+        text(&out.stderr)
+    );
+
     std::fs::write(&file, "paralel = 3\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_deputy"))
         .args(["config", "show", "--config"])
@@ -167,4 +206,24 @@ async fn config_show_names_each_values_source() {
         .unwrap();
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("unknown key `paralel`"));
+}
+
+#[tokio::test]
+async fn nodes_lists_the_daemons_and_nothing_else() {
+    let d = TestDaemon::start(1).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_deputy"))
+        .args(["--url", &d.url(), "nodes"])
+        .env("DEPUTY_CONFIG", "/dev/null")
+        .output()
+        .await
+        .unwrap();
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), 2, "a header and this node: {shown}");
+    assert!(
+        lines[0].starts_with("NODE") && lines[1].contains("ago"),
+        "{shown}"
+    );
+    d.stop().await;
 }
