@@ -11,7 +11,19 @@ use serde_json::Value;
 use super::config::{CliBackend, CliFormat};
 use crate::supervisor::{FilterReport, StdoutFilter};
 
-/// The argv for a task on `backend`. `resume` is a session to continue.
+/// `arg` with `{prompt}`, `{model}` and `{system_prompt}` filled in.
+fn fill(arg: &str, spec: &AgentSpec, prompt: &str) -> String {
+    arg.replace("{prompt}", prompt)
+        .replace("{model}", spec.model.as_deref().unwrap_or(""))
+        .replace(
+            "{system_prompt}",
+            spec.system_prompt.as_deref().unwrap_or(""),
+        )
+}
+
+/// The argv for a task on `backend`. `resume` is a session to continue. For `claude` and
+/// `codex`, the backend's `args` are extra flags (e.g. a permission mode), placed before
+/// the prompt.
 pub fn argv(
     backend: &CliBackend,
     spec: &AgentSpec,
@@ -33,6 +45,7 @@ pub fn argv(
             if let Some(sid) = resume {
                 a.extend(["--resume".into(), sid.to_string()]);
             }
+            a.extend(backend.args.iter().map(|arg| fill(arg, spec, prompt)));
         }
         CliFormat::Codex => {
             if resume.is_some() {
@@ -44,6 +57,7 @@ pub fn argv(
             if let Some(m) = &spec.model {
                 a.extend(["--model".into(), m.clone()]);
             }
+            a.extend(backend.args.iter().map(|arg| fill(arg, spec, prompt)));
             // codex exec has no system prompt flag: it goes first in the prompt.
             let full = match &spec.system_prompt {
                 Some(s) => format!("{s}\n\n{prompt}"),
@@ -57,16 +71,7 @@ pub fn argv(
                     "this backend cannot resume a session; retry without --continue".into(),
                 );
             }
-            for arg in &backend.args {
-                a.push(
-                    arg.replace("{prompt}", prompt)
-                        .replace("{model}", spec.model.as_deref().unwrap_or(""))
-                        .replace(
-                            "{system_prompt}",
-                            spec.system_prompt.as_deref().unwrap_or(""),
-                        ),
-                );
-            }
+            a.extend(backend.args.iter().map(|arg| fill(arg, spec, prompt)));
         }
     }
     Ok(a)
@@ -473,8 +478,19 @@ mod tests {
         assert_eq!(e.get("ANTHROPIC_API_KEY").map(String::as_str), Some("k"));
         assert!(!e.contains_key("CLAUDECODE") && !e.contains_key("CLAUDE_CODE_ENTRYPOINT"));
         assert_eq!(e.get("X").map(String::as_str), Some("y"));
-        let codex = CliBackend::builtin("codex").unwrap();
+        let mut codex = CliBackend::builtin("codex").unwrap();
         assert!(argv(&codex, &spec(), "p", Some("s")).is_err());
+        // Extra flags of a configured backend go before the prompt.
+        codex.args = vec!["--sandbox".into(), "workspace-write".into()];
+        let a = argv(&codex, &spec(), "p", None).unwrap();
+        assert_eq!(
+            a[a.len() - 3..],
+            ["--sandbox", "workspace-write", "be brief\n\np"]
+        );
+        let mut claude = CliBackend::builtin("claude").unwrap();
+        claude.args = vec!["--permission-mode".into(), "acceptEdits".into()];
+        let a = argv(&claude, &spec(), "fix it", None).unwrap();
+        assert_eq!(a[a.len() - 2..], ["--permission-mode", "acceptEdits"]);
     }
 
     #[test]

@@ -28,10 +28,13 @@ pub struct CliBackend {
     /// The executable (looked up in PATH when it has no `/`).
     pub program: String,
     /// For `text` backends: the arguments, where `{prompt}`, `{model}` and
-    /// `{system_prompt}` are replaced (each in place, never through a shell).
+    /// `{system_prompt}` are replaced (each in place, never through a shell). For
+    /// `claude` and `codex`: extra flags added to the command deputy builds, such as
+    /// `--permission-mode acceptEdits` or `--sandbox workspace-write`.
     #[serde(default)]
     pub args: Vec<String>,
-    /// Variables passed from the daemon's environment (API keys, config dirs).
+    /// Variables passed from the daemon's environment (API keys, config dirs); for a
+    /// backend named like a built-in, in addition to the built-in's.
     #[serde(default)]
     pub env: Vec<String>,
 }
@@ -126,12 +129,24 @@ impl AgentConfig {
         }
     }
 
-    /// The backend called `name`: configured, else built in.
+    /// The backend called `name`: configured, else built in. A configured backend named
+    /// like a built-in keeps the built-in's environment variables besides its own, so
+    /// overriding `program` or `args` does not lose the API key.
     pub fn backend(&self, name: &str) -> Option<CliBackend> {
-        self.backends
-            .get(name)
-            .cloned()
-            .or_else(|| CliBackend::builtin(name))
+        let builtin = CliBackend::builtin(name);
+        match (self.backends.get(name), builtin) {
+            (Some(configured), Some(b)) => {
+                let mut merged = configured.clone();
+                for var in b.env {
+                    if !merged.env.contains(&var) {
+                        merged.env.push(var);
+                    }
+                }
+                Some(merged)
+            }
+            (Some(configured), None) => Some(configured.clone()),
+            (None, b) => b,
+        }
     }
 
     /// The cost of `usage` for `model`, when its price is known.
@@ -144,5 +159,47 @@ impl AgentConfig {
         Some(
             ((input - cached).max(0.0) * p.input + cached * cached_price + output * p.output) / 1e6,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overriding_a_builtin_keeps_its_environment_and_prices_give_costs() {
+        let mut cfg = AgentConfig::new(PathBuf::from("/tmp/w"));
+        cfg.backends.insert(
+            "claude".into(),
+            CliBackend {
+                format: CliFormat::Claude,
+                program: "/opt/claude".into(),
+                args: vec!["--permission-mode".into(), "acceptEdits".into()],
+                env: vec!["MY_VAR".into()],
+            },
+        );
+        let b = cfg.backend("claude").unwrap();
+        assert_eq!(b.program, "/opt/claude");
+        assert!(b.env.contains(&"MY_VAR".to_string()));
+        assert!(b.env.contains(&"ANTHROPIC_API_KEY".to_string()));
+        assert!(cfg.backend("nope").is_none());
+        cfg.prices.insert(
+            "m".into(),
+            Price {
+                input: 2.0,
+                output: 8.0,
+                cached_input: Some(0.5),
+            },
+        );
+        let usage = deputy_core::trace::Usage {
+            input_tokens: Some(1_000_000),
+            output_tokens: Some(500_000),
+            cached_tokens: Some(400_000),
+            reasoning_tokens: None,
+        };
+        // 600k uncached at $2/M + 400k cached at $0.5/M + 500k out at $8/M.
+        let cost = cfg.cost("m", &usage).unwrap();
+        assert!((cost - (1.2 + 0.2 + 4.0)).abs() < 1e-9, "{cost}");
+        assert_eq!(cfg.cost("unpriced", &usage), None);
     }
 }
