@@ -197,14 +197,36 @@ pub const MAX_RESULT_BYTES: usize = 64 << 10;
 
 /// Cuts a final answer to [`MAX_RESULT_BYTES`] on a character boundary.
 pub fn cap_result(s: &str) -> String {
-    if s.len() <= MAX_RESULT_BYTES {
-        return s.to_string();
+    crate::text::cut_bytes(s, MAX_RESULT_BYTES)
+}
+
+/// The text of `{{steps.NAME.output}}`: a workflow step's reference to the output of
+/// the step NAME it depends on.
+pub fn step_placeholder(name: &str) -> String {
+    format!("{{{{steps.{name}.output}}}}")
+}
+
+/// The step names referenced as `{{steps.NAME.output}}`, once each, in order of
+/// appearance. A name is never empty and has no braces or spaces.
+pub fn step_references(text: &str) -> Vec<String> {
+    const OPEN: &str = "{{steps.";
+    const CLOSE: &str = ".output}}";
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(OPEN) {
+        let after = &rest[start + OPEN.len()..];
+        match after.find(CLOSE) {
+            Some(end) if end > 0 && !after[..end].contains(['{', '}', ' ']) => {
+                let name = after[..end].to_string();
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+                rest = &after[end + CLOSE.len()..];
+            }
+            _ => rest = after,
+        }
     }
-    let mut end = MAX_RESULT_BYTES;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+    names
 }
 
 impl AgentUsage {
@@ -239,6 +261,18 @@ mod tests {
             prompt: prompt.into(),
             ..AgentInput::default()
         }
+    }
+
+    #[test]
+    fn step_references_are_found_once_each() {
+        assert_eq!(
+            step_references(
+                "Plan: {{steps.plan.output}}\nAgain {{steps.plan.output}} and {{steps.build-1.output}} {{steps.bad name.output}} {{steps..output}}"
+            ),
+            vec!["plan".to_string(), "build-1".to_string()]
+        );
+        assert!(step_references("no refs {{steps.x}}").is_empty());
+        assert_eq!(step_placeholder("plan"), "{{steps.plan.output}}");
     }
 
     #[test]

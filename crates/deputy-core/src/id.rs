@@ -170,15 +170,7 @@ impl fmt::Display for NodeId {
 }
 
 pub(crate) fn truncate_for_message(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.len() <= MAX {
-        return s.to_string();
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+    crate::text::cut_bytes(s, 64)
 }
 
 #[cfg(test)]

@@ -26,6 +26,22 @@ pub fn utf8_safe_len(buf: &[u8]) -> usize {
     buf.len()
 }
 
+/// `s` cut to at most `max` bytes on a character boundary, with `…` when cut.
+pub fn cut_bytes(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    format!("{}…", &s[..s.floor_char_boundary(max)])
+}
+
+/// `s` cut to at most `max` characters, with `…` when cut.
+pub fn cut_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((end, _)) => format!("{}…", &s[..end]),
+    }
+}
+
 /// The first line of `s`, cut to at most `max` characters (with `…` when cut).
 pub fn first_line(s: &str, max: usize) -> String {
     let line = s.trim().lines().next().unwrap_or("");
@@ -51,5 +67,13 @@ mod tests {
         }
         // Invalid bytes are passed through, not held back forever.
         assert_eq!(utf8_safe_len(&[0xff, 0xfe, 0x41]), 3);
+    }
+
+    #[test]
+    fn cuts_keep_whole_characters() {
+        assert_eq!(cut_bytes("ééé", 3), "é…");
+        assert_eq!(cut_bytes("abc", 3), "abc");
+        assert_eq!(cut_chars("ééé", 2), "éé…");
+        assert_eq!(cut_chars("éé", 2), "éé");
     }
 }

@@ -19,15 +19,18 @@ pub struct Usage {
     pub reasoning_tokens: Option<u64>,
 }
 
+/// Sums two token counts; unknown plus unknown stays unknown.
+pub fn sum_counts(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
+    }
+}
+
 impl Usage {
-    /// Sums two counts; unknown plus unknown stays unknown.
+    /// Sums two usages count by count (see [`sum_counts`]).
     pub fn plus(self, other: Usage) -> Usage {
-        fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-            match (a, b) {
-                (None, None) => None,
-                (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
-            }
-        }
+        let sum = sum_counts;
         Usage {
             input_tokens: sum(self.input_tokens, other.input_tokens),
             output_tokens: sum(self.output_tokens, other.output_tokens),

@@ -351,39 +351,12 @@ impl Engine {
 
     /// An agent task must name a backend and provider this daemon knows.
     fn check_agent(&self, kind: &deputy_core::TaskKind) -> Result<(), (&'static str, String)> {
-        let deputy_core::TaskKind::Agent { agent } = kind else {
-            return Ok(());
-        };
-        let cfg = &self.inner.cfg;
-        if agent.backend == deputy_core::agent::BUILTIN {
-            let provider = agent
-                .provider
-                .as_ref()
-                .unwrap_or(&cfg.agents.default_provider);
-            if !cfg.providers.contains_key(provider) {
-                return Err((
-                    "agent.provider",
-                    format!(
-                        "no model provider `{provider}`: use one of {} or configure [providers.{provider}]",
-                        cfg.providers.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                ));
+        match kind {
+            deputy_core::TaskKind::Agent { agent } => {
+                agent::resolve(&self.inner.cfg, agent).map(|_| ())
             }
-        } else if cfg.agents.backend(&agent.backend).is_none() {
-            return Err((
-                "agent.backend",
-                format!(
-                    "no agent backend `{}`: use builtin, claude, codex, generic{}",
-                    agent.backend,
-                    cfg.agents
-                        .backends
-                        .keys()
-                        .map(|k| format!(", {k}"))
-                        .collect::<String>()
-                ),
-            ));
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// A new attempt of a finished task; `resume` continues its agent session.

@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::post;
-use deputy_core::submit::{NewTask, SubmitDefaults};
 use deputy_core::trace::RecordStatus;
 use deputy_llm::Message;
 use deputy_llm::openai::client::{ChatRequest, OpenAiClient};
 use deputy_llm::record::{RecordLimits, Recorder, RunRecorder, drain};
 use deputy_store::Store;
-use deputy_store::sqlite::SqliteStore;
 use serde_json::json;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 const ROUNDS: usize = 3;
 const CALLS_PER_ROUND: usize = 600;
@@ -89,28 +90,9 @@ async fn main() {
         Some("sk-bench-key-0123456789".into()),
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.path().join("b.db")).await.unwrap());
-    let task = NewTask {
-        kind: Some("noop".into()),
-        ..NewTask::default()
-    }
-    .validate(
-        &SubmitDefaults {
-            timeout_ms: None,
-            output_cap: 1 << 20,
-            cwd: "/tmp".into(),
-        },
-        0,
-    )
-    .unwrap();
-    let task = store.submit(vec![task], 1).await.unwrap().remove(0).task.id;
-    let (recorder, receiver) = Recorder::new(1024, RecordLimits::default());
-    let s = store.clone();
-    tokio::spawn(drain(receiver, async move |batch| {
-        s.record_llm(batch).await.map_err(|e| e.to_string())
-    }));
-    let run = RunRecorder::start(&recorder, task, 1, "openai", "m").await;
+    let rec = common::Recording::new().await;
+    let (store, recorder, task) = (&rec.store, &rec.recorder, rec.task);
+    let run = rec.run("openai").await;
     // The same recording work, with records dropped instead of written: what the call
     // path itself pays, apart from the database competing for the 2 cores.
     let (null_recorder, null_receiver) = Recorder::new(1024, RecordLimits::default());

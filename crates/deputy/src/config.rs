@@ -166,6 +166,17 @@ pub fn default_data_dir() -> PathBuf {
         .join("deputy")
 }
 
+/// A `[name.<entry>]` table of the config file, each entry checked against `T`.
+fn named_entries<T: serde::de::DeserializeOwned>(
+    v: toml::Value,
+    name: &str,
+    path: &Path,
+    what: &str,
+) -> anyhow::Result<BTreeMap<String, T>> {
+    v.try_into()
+        .with_context(|| format!("`[{name}]` in {}: {what}", path.display()))
+}
+
 fn toml_to_string(v: &toml::Value) -> Option<String> {
     match v {
         toml::Value::String(s) => Some(s.clone()),
@@ -205,36 +216,35 @@ impl Config {
                     .parse()
                     .with_context(|| format!("cannot parse the config file {}", path.display()))?;
                 for (k, v) in table {
-                    if k == "agents" {
-                        agents = v.try_into().with_context(|| {
-                            format!(
-                                "`[agents]` in {}: each backend takes format (claude, codex or \
-                                 text), program, and optionally args and env",
-                                path.display()
-                            )
-                        })?;
-                        continue;
-                    }
-                    if k == "prices" {
-                        prices = v.try_into().with_context(|| {
-                            format!(
-                                "`[prices]` in {}: each model takes input and output (dollars per \
-                                 million tokens) and optionally cached_input",
-                                path.display()
-                            )
-                        })?;
-                        continue;
-                    }
-                    if k == "providers" {
-                        providers = v.try_into().with_context(|| {
-                            format!(
-                                "`[providers]` in {}: each provider takes kind (openai or \
-                                 anthropic), base_url, and optionally api_key_env, \
-                                 default_model, timeout_secs",
-                                path.display()
-                            )
-                        })?;
-                        continue;
+                    match k.as_str() {
+                        "agents" => {
+                            agents = named_entries(
+                                v,
+                                &k,
+                                &path,
+                                "each backend takes format (claude, codex or text), program, and optionally args and env",
+                            )?;
+                            continue;
+                        }
+                        "prices" => {
+                            prices = named_entries(
+                                v,
+                                &k,
+                                &path,
+                                "each model takes input and output (dollars per million tokens) and optionally cached_input",
+                            )?;
+                            continue;
+                        }
+                        "providers" => {
+                            providers = named_entries(
+                                v,
+                                &k,
+                                &path,
+                                "each provider takes kind (openai or anthropic), base_url, and optionally api_key_env, default_model, timeout_secs",
+                            )?;
+                            continue;
+                        }
+                        _ => {}
                     }
                     let Some((key, _, _)) = KEYS.iter().find(|(name, _, _)| *name == k) else {
                         bail!(

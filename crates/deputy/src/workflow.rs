@@ -160,7 +160,7 @@ impl Workflow {
                 (_, Some(p)) => p.clone(),
                 _ => String::new(),
             };
-            for r in references(&text) {
+            for r in deputy_core::agent::step_references(&text) {
                 if !s.depends_on.contains(&r) && !s.after_finish.contains(&r) {
                     return Err(what(&format!(
                         "uses {{{{steps.{r}.output}}}} but does not depend on `{r}`; add it to depends_on"
@@ -198,23 +198,6 @@ impl Workflow {
         }
         Ok(out)
     }
-}
-
-/// `{{steps.NAME.output}}` references in a text.
-fn references(text: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("{{steps.") {
-        let after = &rest[start + 8..];
-        match after.find(".output}}") {
-            Some(end) => {
-                names.push(after[..end].to_string());
-                rest = &after[end + 9..];
-            }
-            None => break,
-        }
-    }
-    names
 }
 
 #[cfg(test)]

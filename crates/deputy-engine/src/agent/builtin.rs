@@ -61,10 +61,9 @@ impl Streamed<'_> {
     fn push(&mut self, delta: &str) -> Option<String> {
         self.pending.push_str(delta);
         self.pending = self.redactor.text(&self.pending);
-        let mut cut = self.pending.len().saturating_sub(self.hold);
-        while !self.pending.is_char_boundary(cut) {
-            cut -= 1;
-        }
+        let cut = self
+            .pending
+            .floor_char_boundary(self.pending.len().saturating_sub(self.hold));
         (cut > 0).then(|| {
             let rest = self.pending.split_off(cut);
             std::mem::replace(&mut self.pending, rest)
@@ -80,6 +79,8 @@ pub(super) struct BuiltinRun<'a> {
     pub inner: &'a Arc<Inner>,
     pub task: &'a Task,
     pub spec: &'a AgentSpec,
+    pub provider_name: String,
+    pub provider: deputy_llm::providers::ProviderConfig,
     pub prompt: String,
     pub workspace: Workspace,
     pub current_pgid: Arc<AtomicI32>,
@@ -95,11 +96,7 @@ pub(super) struct Ended {
 }
 
 fn shown(s: &str) -> String {
-    if s.chars().count() <= SHOWN {
-        return s.to_string();
-    }
-    let head: String = s.chars().take(SHOWN).collect();
-    format!("{head}…")
+    deputy_core::text::cut_chars(s, SHOWN)
 }
 
 fn tool_specs() -> Vec<(ToolSpec, ArgumentSchema)> {
@@ -198,25 +195,12 @@ impl BuiltinRun<'_> {
 
     pub async fn run(self) -> Ended {
         let cfg = &self.inner.cfg;
-        let provider_name = self
-            .spec
-            .provider
-            .clone()
-            .unwrap_or_else(|| cfg.agents.default_provider.clone());
+        let (provider_name, provider) = (&self.provider_name, &self.provider);
         let mut usage = AgentUsage::default();
         let fail = |reason: String, usage: AgentUsage| Ended {
             status: Status::Failed,
             reason: Some(reason),
             usage,
-        };
-        let Some(provider) = cfg.providers.get(&provider_name) else {
-            return fail(
-                format!(
-                    "no model provider `{provider_name}`; configure [providers.{provider_name}] or use one of: {}",
-                    cfg.providers.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-                usage,
-            );
         };
         let Some(model) = self
             .spec
@@ -254,7 +238,7 @@ impl BuiltinRun<'_> {
             &self.inner.recorder,
             self.task.id,
             self.task.attempt,
-            &provider_name,
+            provider_name,
             &model,
         )
         .await;

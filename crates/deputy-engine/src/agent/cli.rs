@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use deputy_core::agent::{AgentSpec, AgentUsage, cap_result};
+use deputy_core::trace::sum_counts;
 use deputy_core::{Command, EventBody};
 use serde_json::Value;
 
@@ -106,11 +107,7 @@ fn shown(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    if s.chars().count() > 2000 {
-        format!("{}…", s.chars().take(2000).collect::<String>())
-    } else {
-        s
-    }
+    deputy_core::text::cut_chars(&s, 2000)
 }
 
 fn step(
@@ -279,13 +276,6 @@ impl CodexFilter {
     }
 }
 
-fn add(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    match (a, b) {
-        (None, None) => None,
-        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
-    }
-}
-
 impl StdoutFilter for CodexFilter {
     fn line(&mut self, line: &str) -> (Option<String>, Vec<EventBody>) {
         let Ok(v) = serde_json::from_str::<Value>(line) else {
@@ -351,10 +341,12 @@ impl StdoutFilter for CodexFilter {
             Some("turn.completed") => {
                 let u = v.get("usage");
                 let count = |k: &str| u.and_then(|u| u.get(k)).and_then(Value::as_u64);
-                self.usage.input_tokens = add(self.usage.input_tokens, count("input_tokens"));
-                self.usage.output_tokens = add(self.usage.output_tokens, count("output_tokens"));
+                self.usage.input_tokens =
+                    sum_counts(self.usage.input_tokens, count("input_tokens"));
+                self.usage.output_tokens =
+                    sum_counts(self.usage.output_tokens, count("output_tokens"));
                 self.usage.cached_tokens =
-                    add(self.usage.cached_tokens, count("cached_input_tokens"));
+                    sum_counts(self.usage.cached_tokens, count("cached_input_tokens"));
                 self.usage.turns = Some(self.usage.turns.unwrap_or(0) + 1);
                 None
             }

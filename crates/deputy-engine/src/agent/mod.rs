@@ -12,6 +12,8 @@ pub(crate) mod tools;
 pub(crate) mod workspace;
 pub(crate) mod worktree;
 
+pub use shell::which;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -25,7 +27,8 @@ use tokio::sync::mpsc;
 
 use crate::capture::{self, CaptureConfig};
 use crate::supervisor::{Outcome, Stops, ended_from_outside, run_process, stopped};
-use crate::{Inner, runner};
+use crate::{EngineConfig, Inner, runner};
+use deputy_llm::providers::ProviderConfig;
 
 async fn event(inner: &Inner, task: &Task, step: &str, detail: String) {
     let body = EventBody::TaskAgent {
@@ -44,12 +47,68 @@ async fn event(inner: &Inner, task: &Task, step: &str, detail: String) {
     }
 }
 
+/// What runs an agent task, as this daemon's config resolves it.
+pub(crate) enum Backend {
+    Builtin {
+        provider_name: String,
+        provider: ProviderConfig,
+    },
+    Cli(config::CliBackend),
+}
+
+/// The task's backend (and for the built-in loop, its provider), or the field that names
+/// something this daemon does not know and why. Checked at submit, and again when an
+/// attempt starts, since the config may have changed in between.
+pub(crate) fn resolve(
+    cfg: &EngineConfig,
+    spec: &AgentSpec,
+) -> Result<Backend, (&'static str, String)> {
+    if spec.backend != BUILTIN {
+        return cfg.agents.backend(&spec.backend).map(Backend::Cli).ok_or_else(|| {
+            (
+                "agent.backend",
+                format!(
+                    "no agent backend `{}`: use builtin, claude, codex, generic{}, or configure [agents.{}]",
+                    spec.backend,
+                    cfg.agents
+                        .backends
+                        .keys()
+                        .map(|k| format!(", {k}"))
+                        .collect::<String>(),
+                    spec.backend
+                ),
+            )
+        });
+    }
+    let provider_name = spec
+        .provider
+        .clone()
+        .unwrap_or_else(|| cfg.agents.default_provider.clone());
+    match cfg.providers.get(&provider_name) {
+        Some(p) => Ok(Backend::Builtin {
+            provider: p.clone(),
+            provider_name,
+        }),
+        None => Err((
+            "agent.provider",
+            format!(
+                "no model provider `{provider_name}`: use one of {} or configure [providers.{provider_name}]",
+                cfg.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
 pub(crate) async fn run(
     inner: &Arc<Inner>,
     task: &Task,
     stops: &Stops,
     spec: &AgentSpec,
 ) -> Outcome {
+    let backend = match resolve(&inner.cfg, spec) {
+        Ok(b) => b,
+        Err((_, why)) => return Outcome::new(Status::Failed, Some(why)),
+    };
     let prompt = match template::expand(inner.store.as_ref(), task, &spec.prompt).await {
         Ok(p) => p,
         Err(e) => return Outcome::new(Status::Failed, Some(e)),
@@ -74,10 +133,22 @@ pub(crate) async fn run(
     let workdir = wt
         .as_ref()
         .map_or_else(|| PathBuf::from(&task.spec.cwd), |w| w.workdir.clone());
-    let outcome = if spec.backend == BUILTIN {
-        run_builtin(inner, task, stops, spec, prompt, workdir).await
-    } else {
-        run_cli(inner, task, stops, spec, &prompt, workdir).await
+    let outcome = match backend {
+        Backend::Builtin {
+            provider_name,
+            provider,
+        } => {
+            let run = Builtin {
+                provider_name,
+                provider,
+                prompt,
+                workdir,
+            };
+            run_builtin(inner, task, stops, spec, run).await
+        }
+        Backend::Cli(backend) => {
+            run_cli(inner, task, stops, spec, &backend, &prompt, workdir).await
+        }
     };
     if let Some(wt) = &wt {
         let what = worktree::cleanup(wt, inner.cfg.agents.worktree_cleanup).await;
@@ -91,30 +162,22 @@ async fn run_cli(
     task: &Task,
     stops: &Stops,
     spec: &AgentSpec,
+    backend: &config::CliBackend,
     prompt: &str,
     workdir: PathBuf,
 ) -> Outcome {
-    let Some(backend) = inner.cfg.agents.backend(&spec.backend) else {
-        return Outcome::new(
-            Status::Failed,
-            Some(format!(
-                "no agent backend `{}`: use builtin, claude, codex, generic, or configure [agents.{}]",
-                spec.backend, spec.backend
-            )),
-        );
-    };
     let resume = task
         .resume_session
         .as_deref()
         .or(spec.resume_session.as_deref());
-    let argv = match cli::argv(&backend, spec, prompt, resume) {
+    let argv = match cli::argv(backend, spec, prompt, resume) {
         Ok(a) => a,
         Err(e) => return Outcome::new(Status::Failed, Some(e)),
     };
     let plan = runner::ProcessPlan {
         command: cli::command(argv),
         cwd: workdir.to_string_lossy().into_owned(),
-        env: cli::env(&backend, &inner.base_env, &task.spec.env, &|k| {
+        env: cli::env(backend, &inner.base_env, &task.spec.env, &|k| {
             std::env::var(k).ok()
         }),
     };
@@ -132,14 +195,27 @@ async fn run_cli(
     out
 }
 
+/// A built-in agent attempt, resolved.
+struct Builtin {
+    provider_name: String,
+    provider: ProviderConfig,
+    prompt: String,
+    workdir: PathBuf,
+}
+
 async fn run_builtin(
     inner: &Arc<Inner>,
     task: &Task,
     stops: &Stops,
     spec: &AgentSpec,
-    prompt: String,
-    workdir: PathBuf,
+    run: Builtin,
 ) -> Outcome {
+    let Builtin {
+        provider_name,
+        provider,
+        prompt,
+        workdir,
+    } = run;
     let ws = match workspace::Workspace::new(&workdir) {
         Ok(w) => w,
         Err(e) => {
@@ -177,19 +253,13 @@ async fn run_builtin(
     );
     let current_pgid = Arc::new(AtomicI32::new(0));
     // The provider's key, to scrub from everything the agent writes.
-    let provider = spec
-        .provider
-        .as_ref()
-        .unwrap_or(&inner.cfg.agents.default_provider);
-    let secret = inner
-        .cfg
-        .providers
-        .get(provider)
-        .and_then(|p| p.api_key(&|k| std::env::var(k).ok()));
+    let secret = provider.api_key(&|k| std::env::var(k).ok());
     let agent = builtin::BuiltinRun {
         inner,
         task,
         spec,
+        provider_name,
+        provider,
         prompt,
         workspace: ws,
         current_pgid: current_pgid.clone(),

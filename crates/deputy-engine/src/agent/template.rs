@@ -3,35 +3,15 @@
 //! dependency's final output). For an agent dependency that is its final answer; for a
 //! shell dependency, its stdout (the last 64 KiB).
 
-use deputy_core::agent::{MAX_RESULT_BYTES, cap_result};
+use deputy_core::agent::{MAX_RESULT_BYTES, cap_result, step_placeholder, step_references};
 use deputy_core::{Stream, Task, TaskKind};
 use deputy_store::Store;
-
-/// The names referenced as `{{steps.NAME.output}}`, in order of appearance.
-pub fn references(text: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("{{steps.") {
-        let after = &rest[start + 8..];
-        match after.find(".output}}") {
-            Some(end) if !after[..end].contains(['{', '}', ' ']) => {
-                let name = after[..end].to_string();
-                if !names.contains(&name) {
-                    names.push(name);
-                }
-                rest = &after[end + 9..];
-            }
-            _ => rest = after,
-        }
-    }
-    names
-}
 
 /// The text with every reference replaced, or why it cannot be.
 pub async fn expand(store: &dyn Store, task: &Task, text: &str) -> Result<String, String> {
     let mut out = text.to_string();
     for (name, output) in resolve(store, task, text).await? {
-        out = out.replace(&format!("{{{{steps.{name}.output}}}}"), &output);
+        out = out.replace(&step_placeholder(&name), &output);
     }
     Ok(out)
 }
@@ -63,10 +43,7 @@ pub async fn expand_shell(
     let mut env = Vec::new();
     for (name, output) in resolve(store, task, line).await? {
         let var = env_name(&name);
-        out = out.replace(
-            &format!("{{{{steps.{name}.output}}}}"),
-            &format!("\"${var}\""),
-        );
+        out = out.replace(&step_placeholder(&name), &format!("\"${var}\""));
         env.push((var, output));
     }
     Ok((out, env))
@@ -78,7 +55,7 @@ async fn resolve(
     task: &Task,
     text: &str,
 ) -> Result<Vec<(String, String)>, String> {
-    let names = references(text);
+    let names = step_references(text);
     if names.is_empty() {
         return Ok(vec![]);
     }
@@ -122,26 +99,6 @@ async fn output_of(store: &dyn Store, dep: &Task) -> Result<String, String> {
         .map_err(|e| format!("cannot read the output of {}: {e}", dep.id))?;
     let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.data).collect();
     let text = String::from_utf8_lossy(&bytes);
-    let start = text.len().saturating_sub(MAX_RESULT_BYTES);
-    let mut s = start;
-    while !text.is_char_boundary(s) {
-        s += 1;
-    }
-    Ok(cap_result(text[s..].trim_end()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn references_are_found_once_each() {
-        assert_eq!(
-            references(
-                "Plan: {{steps.plan.output}}\nAgain {{steps.plan.output}} and {{steps.build-1.output}} {{steps.bad name.output}}"
-            ),
-            vec!["plan".to_string(), "build-1".to_string()]
-        );
-        assert!(references("no refs {{steps.x}}").is_empty());
-    }
+    let start = text.ceil_char_boundary(text.len().saturating_sub(MAX_RESULT_BYTES));
+    Ok(cap_result(text[start..].trim_end()))
 }

@@ -47,10 +47,7 @@ pub fn bounded(mut s: String) -> String {
         return s;
     }
     let total = s.len();
-    let mut end = MAX_RESULT_BYTES;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = s.floor_char_boundary(MAX_RESULT_BYTES);
     s.truncate(end);
     s.push_str(&format!(
         "\n[… {} more bytes not shown; narrow the request]",

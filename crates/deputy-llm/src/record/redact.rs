@@ -131,10 +131,7 @@ pub fn cap(s: String, max: usize) -> String {
     if s.len() <= max {
         return s;
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = s.floor_char_boundary(max);
     format!("{}… [{} bytes omitted]", &s[..end], s.len() - end)
 }
 

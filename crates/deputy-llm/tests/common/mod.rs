@@ -143,7 +143,7 @@ impl Recording {
         )
         .unwrap();
         let task = store.submit(vec![task], 1).await.unwrap().remove(0).task.id;
-        let (recorder, receiver) = Recorder::new(256, RecordLimits::default());
+        let (recorder, receiver) = Recorder::new(1024, RecordLimits::default());
         let s = store.clone();
         tokio::spawn(drain(receiver, async move |batch| {
             s.record_llm(batch).await.map_err(|e| e.to_string())

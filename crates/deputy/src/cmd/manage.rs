@@ -231,7 +231,7 @@ pub fn config_show(cfg: &Config) -> anyhow::Result<u8> {
         } else {
             "built-in".into()
         };
-        let found = if program_found(&b.program) {
+        let found = if deputy_engine::agent::which(&b.program).is_some() {
             "found"
         } else {
             "not found in PATH"
@@ -253,13 +253,4 @@ pub fn config_show(cfg: &Config) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
-}
-
-/// Whether `program` can be found: a path to a file, or a name in PATH.
-fn program_found(program: &str) -> bool {
-    if program.contains('/') {
-        return std::path::Path::new(program).is_file();
-    }
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }

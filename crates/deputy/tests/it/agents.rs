@@ -359,11 +359,7 @@ async fn an_api_key_is_nowhere_in_the_database_or_the_daemon_log() {
 
 #[tokio::test]
 async fn under_bwrap_the_shell_tool_writes_only_inside_the_workspace() {
-    let Some(_) = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("bwrap"))
-            .find(|p| p.is_file())
-    }) else {
+    let Some(_) = deputy_engine::agent::which("bwrap") else {
         eprintln!("skipped: bubblewrap (bwrap) is not installed, so the sandbox test did not run");
         return;
     };

@@ -125,18 +125,22 @@ async fn without_a_daemon_the_cli_says_how_to_start_one() {
     );
 }
 
+async fn config_show(file: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_deputy"))
+        .args(["config", "show", "--config"])
+        .arg(file)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn config_show_names_each_values_source() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.toml");
     std::fs::write(&file, "output_cap = \"2MiB\"\nparallel = 3\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_deputy"))
-        .args(["config", "show", "--config"])
-        .arg(&file)
-        .env("DEPUTY_PARALLEL", "5")
-        .output()
-        .await
-        .unwrap();
+    let out = config_show(&file, &[("DEPUTY_PARALLEL", "5")]).await;
     let shown = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -164,12 +168,7 @@ async fn config_show_names_each_values_source() {
         "default_provider = \"local\"\n[providers.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:11434/v1\"\ndefault_model = \"llama3\"\n[agents.aider]\nformat = \"text\"\nprogram = \"aider\"\nargs = [\"--message\", \"{prompt}\"]\n[prices.\"llama3\"]\ninput = 0.5\noutput = 1.5\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_deputy"))
-        .args(["config", "show", "--config"])
-        .arg(&file)
-        .output()
-        .await
-        .unwrap();
+    let out = config_show(&file, &[]).await;
     let shown = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -184,12 +183,7 @@ async fn config_show_names_each_values_source() {
         "[providers.x]\nkind = \"openai\"\nbase_url = \"http://x\"\napi_key = \"sk-nope\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_deputy"))
-        .args(["config", "show", "--config"])
-        .arg(&file)
-        .output()
-        .await
-        .unwrap();
+    let out = config_show(&file, &[]).await;
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("unknown field `api_key`"),
@@ -198,12 +192,7 @@ async fn config_show_names_each_values_source() {
     );
 
     std::fs::write(&file, "paralel = 3\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_deputy"))
-        .args(["config", "show", "--config"])
-        .arg(&file)
-        .output()
-        .await
-        .unwrap();
+    let out = config_show(&file, &[]).await;
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("unknown key `paralel`"));
 }

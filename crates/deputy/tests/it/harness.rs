@@ -196,24 +196,19 @@ pub async fn wait_done(client: &Client, id: TaskId) -> Task {
     client.get(&id.to_string()).await.unwrap().task
 }
 
-/// Waits for the end of attempt `attempt` of `id` (a retried task's stream replays the
-/// earlier attempts' ends first).
+/// Waits for the end of attempt `attempt` of `id`. Opened after the retry, the task's
+/// stream replays the earlier attempts' ends and goes on to this one's.
 pub async fn wait_attempt_done(client: &Client, id: TaskId, attempt: u32) -> Task {
+    let mut s = Box::pin(client.events(Some(id.to_string()), 0));
     tokio::time::timeout(DEADLINE, async {
-        // The task's stream ends at each task.finished: go on after it.
-        let mut after = 0;
-        loop {
-            let mut s = Box::pin(client.events(Some(id.to_string()), after));
-            while let Some(e) = s.next().await {
-                let e = e.unwrap();
-                after = e.seq;
-                if let EventBody::TaskFinished { attempt: a, .. } = e.body
-                    && a >= attempt
-                {
-                    return;
-                }
+        while let Some(e) = s.next().await {
+            if let EventBody::TaskFinished { attempt: a, .. } = e.unwrap().body
+                && a >= attempt
+            {
+                return;
             }
         }
+        panic!("the stream of {id} ended before attempt {attempt} finished");
     })
     .await
     .unwrap_or_else(|_| panic!("attempt {attempt} of {id} did not finish within {DEADLINE:?}"));

@@ -66,11 +66,7 @@ fn frames(turn: &Turn, n: usize) -> String {
     let mut out = Vec::new();
     if let Some(t) = &turn.text {
         // Text in two deltas, as streams do.
-        let mid = t.len() / 2;
-        let mid = (0..=mid)
-            .rev()
-            .find(|i| t.is_char_boundary(*i))
-            .unwrap_or(0);
+        let mid = t.floor_char_boundary(t.len() / 2);
         for part in [&t[..mid], &t[mid..]] {
             out.push(json!({"choices": [{"index": 0, "delta": {"content": part}}]}));
         }
