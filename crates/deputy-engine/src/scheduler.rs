@@ -1,5 +1,5 @@
-//! The scheduler loop. Each pass promotes due tasks, then claims ready ones while this
-//! node has free slots and the machine has room; then it sleeps until something can
+//! The scheduler loop. Each pass promotes due tasks, then claims ready ones (as many as
+//! this node has free slots, in one claim) while the machine has room; then it sleeps until something can
 //! change the answer: a wake-up (submit, completion, cancel, queue change), the next
 //! scheduled time, or a new resource sample while admission is holding tasks back.
 
@@ -33,23 +33,35 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 break;
             }
             // With nothing running, always admit one task: outside load alone must not
-            // stall the queue forever.
-            if running > 0
-                && let Some(why) = resources.borrow().refusal(&inner.cfg.resources)
-            {
-                tracing::debug!(%why, "holding back new tasks");
-                held_back = true;
-                break;
-            }
-            let lease = inner.cfg.lease.as_millis() as u64;
-            match inner.store.claim(&inner.cfg.node, lease, now_ms()).await {
-                Ok(Some(task)) => {
-                    tracing::debug!(task = %task.id, "claimed");
-                    start_task(&inner, task).await
+            // stall the queue forever. Otherwise every free slot is filled at once, in
+            // one claim.
+            let want = match resources.borrow().refusal(&inner.cfg.resources) {
+                Some(why) if running > 0 => {
+                    tracing::debug!(%why, "holding back new tasks");
+                    held_back = true;
+                    break;
                 }
-                Ok(None) => break,
+                Some(_) => 1,
+                None => inner.cfg.parallel - running,
+            };
+            let lease = inner.cfg.lease.as_millis() as u64;
+            match inner
+                .store
+                .claim_batch(&inner.cfg.node, lease, now_ms(), want)
+                .await
+            {
+                Ok(tasks) => {
+                    let got = tasks.len();
+                    for task in tasks {
+                        tracing::debug!(task = %task.id, "claimed");
+                        start_task(&inner, task).await;
+                    }
+                    if got < want {
+                        break;
+                    }
+                }
                 Err(e) => {
-                    tracing::error!(%e, "claiming a task failed");
+                    tracing::error!(%e, "claiming tasks failed");
                     break;
                 }
             }

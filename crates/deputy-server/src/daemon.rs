@@ -265,6 +265,7 @@ pub async fn start(cfg: DaemonConfig) -> anyhow::Result<Daemon> {
             .with_token(cfg.api_token.clone()),
         started_at,
         data_dir: cfg.data_dir.display().to_string(),
+        replays: Default::default(),
     };
     let router = app(state, cfg.max_body, token);
     let listener = crate::listener::TimeoutListener::new(listener, cfg.write_timeout);

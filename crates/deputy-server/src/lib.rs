@@ -11,6 +11,7 @@ mod error;
 mod listener;
 mod metrics_http;
 pub mod openapi;
+pub mod replay;
 mod sse;
 
 use axum::Router;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub self_client: deputy_client::Client,
     pub started_at: Millis,
     pub data_dir: String,
+    /// Finished tasks' event streams, rendered once for every client.
+    pub replays: std::sync::Arc<replay::ReplayCache>,
 }
 
 async fn openapi_json() -> impl axum::response::IntoResponse {

@@ -117,7 +117,17 @@ pub(crate) async fn task_events(
     }
     let id = resolve_id(&state, &raw).await?;
     let after = start_after(&headers, p.last_event_id)?;
-    let until = state.engine.store().get(id).await?.attempt;
+    let task = state.engine.store().get(id).await?;
+    let until = task.attempt;
+    // A finished task's stream is fixed: every client gets the one rendered copy.
+    if task.status.is_terminal()
+        && let Some(replay) = state
+            .replays
+            .finished(state.engine.store().as_ref(), id, until)
+            .await?
+    {
+        return Ok(replay_response(replay.after(after)));
+    }
     Ok(sse_response(stream_events(
         state,
         Scope::Task { id, until },
@@ -151,6 +161,19 @@ fn sse_response(
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp.headers_mut()
         .insert("cache-control", HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// A finished stream sent whole: the frames as rendered once, then the end.
+fn replay_response(frames: axum::body::Bytes) -> Response {
+    let mut resp = Response::new(axum::body::Body::from(frames));
+    let h = resp.headers_mut();
+    h.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert("cache-control", HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
 }
 

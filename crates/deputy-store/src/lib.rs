@@ -68,6 +68,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt row in the database: {0}")]
     Corrupt(String),
+    /// The batch this write was committed with failed (or the store is closed); the
+    /// write did not happen. Retrying it is safe.
+    #[error("the database write did not commit: {0}")]
+    WriteFailed(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -181,7 +185,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims the best ready task for `node`: highest priority, then oldest, in a group
     /// that is not paused and below its limit. Queued -> running as a compare-and-set.
-    async fn claim(&self, node: &NodeId, lease_ms: u64, now: Millis) -> Result<Option<Task>>;
+    async fn claim(&self, node: &NodeId, lease_ms: u64, now: Millis) -> Result<Option<Task>> {
+        Ok(self
+            .claim_batch(node, lease_ms, now, 1)
+            .await?
+            .into_iter()
+            .next())
+    }
+    /// Claims up to `max` ready tasks at once, best first (priority, then age), never
+    /// more from a group than its free slots, in one transaction.
+    async fn claim_batch(
+        &self,
+        node: &NodeId,
+        lease_ms: u64,
+        now: Millis,
+        max: usize,
+    ) -> Result<Vec<Task>>;
     /// Records the process group of a running attempt, before the child is let go.
     async fn set_pgid(&self, id: TaskId, attempt: u32, pgid: i32) -> Result<()>;
     /// Whether someone asked to cancel the task.
@@ -267,5 +286,14 @@ pub trait Store: Send + Sync + 'static {
     async fn record_llm(&self, records: &[LlmRecord]) -> Result<()>;
     /// Every model-call run of a task, with steps and attempts, oldest first.
     async fn trace(&self, id: TaskId) -> Result<Vec<LlmRun>>;
+    /// Writes committed (or rolled back) so far, and the transactions they took.
+    fn write_counts(&self) -> WriteCounts;
     async fn close(&self);
+}
+
+/// What group commit did: `writes / batches` is how many writes shared a transaction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteCounts {
+    pub writes: u64,
+    pub batches: u64,
 }

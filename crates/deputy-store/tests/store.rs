@@ -104,6 +104,8 @@ on_both_backends!(
     dependencies_settle_in_the_same_transaction,
     listing_and_prefixes,
     trace_statuses_never_regress_and_end_with_the_attempt,
+    concurrent_writes_share_transactions_and_each_loser_changes_nothing,
+    a_batched_claim_takes_the_best_tasks_up_to_each_groups_free_slots,
 );
 
 fn valid(line: &str, tweak: impl FnOnce(&mut NewTask)) -> ValidTask {
@@ -549,4 +551,120 @@ async fn trace_statuses_never_regress_and_end_with_the_attempt(s: Arc<dyn Store>
     // Cleaning the task takes its trace with it.
     assert_eq!(s.clean(i64::MAX).await.unwrap(), 1);
     assert!(s.trace(t.id).await.unwrap().is_empty());
+}
+
+/// Group commit: writes that arrive together commit in one transaction, yet each keeps
+/// its own compare-and-set. Every task is finished twice at once with different
+/// outcomes; exactly one of each pair wins, the loser changes nothing, and the log and
+/// the rows agree.
+async fn concurrent_writes_share_transactions_and_each_loser_changes_nothing(s: Arc<dyn Store>) {
+    const N: usize = 40;
+    let batch = (0..N).map(|i| valid(&format!("t{i}"), |_| {})).collect();
+    s.submit(batch, 1).await.unwrap();
+    let claimed = s.claim_batch(&node(), 30_000, 2, N).await.unwrap();
+    assert_eq!(claimed.len(), N);
+    let before = s.write_counts();
+    let mut racing = Vec::new();
+    for t in &claimed {
+        for status in [Status::Succeeded, Status::Failed] {
+            let (s, f) = (s.clone(), finish(t, status, None));
+            racing.push(tokio::spawn(async move { s.finish(f).await }));
+        }
+    }
+    let (mut wins, mut conflicts) = (0, 0);
+    for r in racing {
+        match r.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(StoreError::Conflict { .. }) => conflicts += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!((wins, conflicts), (N, N));
+    let after = s.write_counts();
+    assert_eq!(after.writes - before.writes, 2 * N as u64);
+    assert!(
+        after.batches - before.batches < N as u64,
+        "{} writes took {} transactions: they were not grouped",
+        2 * N,
+        after.batches - before.batches
+    );
+    let events = s.events_after(0, 10_000, None).await.unwrap();
+    for t in &claimed {
+        let finished: Vec<Status> = events
+            .iter()
+            .filter(|e| e.task == Some(t.id))
+            .filter_map(|e| match e.body {
+                EventBody::TaskFinished { status, .. } => Some(status),
+                _ => None,
+            })
+            .collect();
+        let stored = s.get(t.id).await.unwrap().status;
+        assert_eq!(finished, vec![stored], "task {}: one end, as stored", t.id);
+    }
+    let default = s.groups().await.unwrap();
+    assert!(default.iter().all(|g| g.running == 0), "{default:?}");
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "gapless log");
+}
+
+async fn a_batched_claim_takes_the_best_tasks_up_to_each_groups_free_slots(s: Arc<dyn Store>) {
+    use deputy_core::spec::Priority;
+    s.add_group("two", Some(2), 0).await.unwrap();
+    let mut batch = Vec::new();
+    for (name, group, priority) in [
+        ("a", "default", Priority::P2),
+        ("b", "default", Priority::P0),
+        ("x", "two", Priority::P1),
+        ("y", "two", Priority::P1),
+        ("z", "two", Priority::P1),
+        ("c", "default", Priority::P2),
+    ] {
+        batch.push(valid(name, |t| {
+            t.name = Some(name.into());
+            t.group = Some(group.into());
+            t.priority = Some(priority);
+        }));
+    }
+    s.submit(batch, 1).await.unwrap();
+    let got = s.claim_batch(&node(), 30_000, 2, 4).await.unwrap();
+    let names: Vec<String> = got.iter().map(|t| t.spec.title()).collect();
+    assert_eq!(names, ["b", "x", "y", "a"], "best first, at most `max`");
+    assert!(got.iter().all(|t| t.status == Status::Running));
+    // Group `two` is full (2 of 2): z waits; c is the only one left to claim.
+    let rest = s.claim_batch(&node(), 30_000, 3, 10).await.unwrap();
+    let names: Vec<String> = rest.iter().map(|t| t.spec.title()).collect();
+    assert_eq!(names, ["c"]);
+    assert!(
+        s.claim_batch(&node(), 30_000, 4, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for t in got.iter().chain(&rest) {
+        let stored = s.get(t.id).await.unwrap();
+        assert_eq!(stored.status, Status::Running);
+        assert_eq!(stored.node.as_deref(), Some("test-node"));
+        let attempts = s.attempts(t.id).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        let claimed_events = s
+            .events_after(0, 1000, Some(t.id))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| {
+                matches!(
+                    e.body,
+                    EventBody::TaskStatus {
+                        from: Status::Queued,
+                        to: Status::Running,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(claimed_events, 1, "one claim event for {}", t.id);
+    }
+    let two = s.groups().await.unwrap();
+    let two = two.iter().find(|g| g.name == "two").unwrap();
+    assert_eq!(two.running, 2);
 }

@@ -34,7 +34,7 @@ fn parse_usage(row: &DbRow) -> Result<Option<deputy_core::agent::AgentUsage>> {
         .transpose()
 }
 
-fn task_from_row(row: &DbRow) -> Result<Task> {
+pub(super) fn task_from_row(row: &DbRow) -> Result<Task> {
     let id: String = row.try_get("id")?;
     let status: String = row.try_get("status")?;
     let spec: String = row.try_get("spec")?;

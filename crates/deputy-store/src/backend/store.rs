@@ -10,10 +10,11 @@ use deputy_core::submit::ValidTask;
 use deputy_core::time::Millis;
 use deputy_core::trace::{LlmRecord, LlmRun};
 use deputy_core::{Attempt, Event, IdRef, NodeId, Status, Stream, Task, TaskId};
-use sqlx::{Pool, Transaction};
+use sqlx::Pool;
 use tokio::sync::Notify;
 
 use super::dialect::{self, Db, sql};
+use super::writer::Writer;
 use super::{output, rows, tasks, trace};
 use crate::{
     CancelOutcome, Finish, Group, ListQuery, OutputBatch, Page, Result, StatusCounts, Store,
@@ -22,7 +23,10 @@ use crate::{
 
 #[derive(Clone)]
 pub struct DbStore {
-    pub(super) writer: Pool<Db>,
+    /// Every write goes through here: one writer task, one connection, group commit.
+    pub(super) writer: Writer,
+    /// The pool the writer's connection came from; closed last.
+    pub(super) write_pool: Pool<Db>,
     pub(super) reader: Pool<Db>,
     pub(super) committed: Arc<Notify>,
     /// Set on close: background parts (a listener) stop.
@@ -36,30 +40,32 @@ impl std::fmt::Debug for DbStore {
 }
 
 impl DbStore {
-    /// Starts a write transaction, holding whatever lock keeps event sequence numbers
-    /// in commit order for this backend.
-    async fn begin(&self) -> Result<Transaction<'static, Db>> {
-        let mut tx = self.writer.begin().await?;
-        dialect::begin_write(&mut tx).await?;
-        Ok(tx)
-    }
-
-    /// Commits, then wakes whoever follows the event log: announce only after commit.
-    async fn commit(&self, mut tx: Transaction<'static, Db>) -> Result<()> {
-        dialect::before_commit(&mut tx).await?;
-        tx.commit().await?;
-        self.committed.notify_one();
-        Ok(())
+    /// Takes one connection of `write_pool` for the writer task and builds the store.
+    pub(super) async fn new(
+        write_pool: Pool<Db>,
+        reader: Pool<Db>,
+        committed: Arc<Notify>,
+        closing: tokio::sync::watch::Sender<bool>,
+    ) -> Result<Self> {
+        let conn = write_pool.acquire().await?;
+        let closing = Arc::new(closing);
+        let writer = Writer::start(conn, committed.clone(), closing.subscribe());
+        Ok(Self {
+            writer,
+            write_pool,
+            reader,
+            committed,
+            closing,
+        })
     }
 }
 
 #[async_trait]
 impl Store for DbStore {
     async fn submit(&self, batch: Vec<ValidTask>, now: Millis) -> Result<Vec<Submitted>> {
-        let mut tx = self.begin().await?;
-        let out = tasks::submit(&mut tx, batch, now).await?;
-        self.commit(tx).await?;
-        Ok(out)
+        self.writer
+            .write(true, move |c| Box::pin(tasks::submit(c, batch, now)))
+            .await
     }
 
     async fn get(&self, id: TaskId) -> Result<Task> {
@@ -87,46 +93,55 @@ impl Store for DbStore {
         rows::dependents(&mut conn, id).await
     }
 
-    async fn claim(&self, node: &NodeId, lease_ms: u64, now: Millis) -> Result<Option<Task>> {
+    async fn claim_batch(
+        &self,
+        node: &NodeId,
+        lease_ms: u64,
+        now: Millis,
+        max: usize,
+    ) -> Result<Vec<Task>> {
         // Peek on a reader first: when nothing is ready (the common case after the last
-        // task was claimed) the single writer stays free for the supervisors' writes.
+        // task was claimed) the writer stays free for the supervisors' writes.
         let ready: i64 = sqlx::query_scalar(sql(
             "SELECT COUNT(*) FROM (SELECT 1 FROM tasks WHERE status = 'queued' LIMIT 1) AS q",
         ))
         .fetch_one(&self.reader)
         .await?;
         if ready == 0 {
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        let mut tx = self.begin().await?;
-        let claimed = tasks::claim(&mut tx, node, lease_ms, now).await?;
-        if claimed.is_some() {
-            self.commit(tx).await?;
-        } else {
-            tx.rollback().await?;
-        }
-        Ok(claimed)
+        let node = node.clone();
+        self.writer
+            .write(true, move |c| {
+                Box::pin(async move { tasks::claim_batch(c, &node, lease_ms, now, max).await })
+            })
+            .await
     }
 
     async fn set_pgid(&self, id: TaskId, attempt: u32, pgid: i32) -> Result<()> {
-        // One statement: it commits on its own.
-        let r = sqlx::query(sql(
-            "UPDATE tasks SET pgid = ? WHERE id = ? AND attempt = ? AND status = 'running'",
-        ))
-        .bind(i64::from(pgid))
-        .bind(id.to_string())
-        .bind(i64::from(attempt))
-        .execute(&self.writer)
-        .await?;
-        if r.rows_affected() != 1 {
-            let actual = self.get(id).await?;
-            return Err(StoreError::Conflict {
-                id,
-                expected: format!("running (attempt {attempt})"),
-                actual: actual.status,
-            });
-        }
-        Ok(())
+        self.writer
+            .write(false, move |c| {
+                Box::pin(async move {
+                    let r = sqlx::query(sql(
+                        "UPDATE tasks SET pgid = ? WHERE id = ? AND attempt = ? AND status = 'running'",
+                    ))
+                    .bind(i64::from(pgid))
+                    .bind(id.to_string())
+                    .bind(i64::from(attempt))
+                    .execute(&mut *c)
+                    .await?;
+                    if r.rows_affected() != 1 {
+                        let actual = rows::load_row(c, id).await?;
+                        return Err(StoreError::Conflict {
+                            id,
+                            expected: format!("running (attempt {attempt})"),
+                            actual: actual.status,
+                        });
+                    }
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn cancel_requested(&self, id: TaskId) -> Result<bool> {
@@ -140,10 +155,9 @@ impl Store for DbStore {
     }
 
     async fn finish(&self, finish: Finish) -> Result<Task> {
-        let mut tx = self.begin().await?;
-        let t = tasks::finish(&mut tx, finish).await?;
-        self.commit(tx).await?;
-        Ok(t)
+        self.writer
+            .write(true, move |c| Box::pin(tasks::finish(c, finish)))
+            .await
     }
 
     async fn cancel(
@@ -152,28 +166,21 @@ impl Store for DbStore {
         reason: Option<String>,
         now: Millis,
     ) -> Result<CancelOutcome> {
-        let mut tx = self.begin().await?;
-        let out = tasks::cancel(&mut tx, id, reason, now).await?;
-        self.commit(tx).await?;
-        Ok(out)
+        self.writer
+            .write(true, move |c| Box::pin(tasks::cancel(c, id, reason, now)))
+            .await
     }
 
     async fn retry(&self, id: TaskId, now: Millis, resume: bool) -> Result<Task> {
-        let mut tx = self.begin().await?;
-        let t = tasks::retry(&mut tx, id, now, resume).await?;
-        self.commit(tx).await?;
-        Ok(t)
+        self.writer
+            .write(true, move |c| Box::pin(tasks::retry(c, id, now, resume)))
+            .await
     }
 
     async fn promote_due(&self, now: Millis) -> Result<u64> {
-        let mut tx = self.begin().await?;
-        let n = tasks::promote_due(&mut tx, now).await?;
-        if n > 0 {
-            self.commit(tx).await?;
-        } else {
-            tx.rollback().await?;
-        }
-        Ok(n)
+        self.writer
+            .write(true, move |c| Box::pin(tasks::promote_due(c, now)))
+            .await
     }
 
     async fn next_ready_at(&self) -> Result<Option<Millis>> {
@@ -186,19 +193,26 @@ impl Store for DbStore {
     }
 
     async fn renew_leases(&self, node: &NodeId, until: Millis) -> Result<Vec<TaskId>> {
-        let ids: Vec<String> = sqlx::query_scalar(sql(
-            "UPDATE tasks SET lease_expires_at = ? WHERE node = ? AND status = 'running' RETURNING id",
-        ))
-        .bind(until)
-        .bind(&node.0)
-        .fetch_all(&self.writer)
-        .await?;
-        sqlx::query(sql("UPDATE nodes SET heartbeat_at = ? WHERE id = ?"))
-            .bind(deputy_core::time::now_ms())
-            .bind(&node.0)
-            .execute(&self.writer)
-            .await?;
-        ids.iter().map(|s| rows::parse_id(s)).collect()
+        let node = node.clone();
+        self.writer
+            .write(false, move |c| {
+                Box::pin(async move {
+                    let ids: Vec<String> = sqlx::query_scalar(sql(
+                        "UPDATE tasks SET lease_expires_at = ? WHERE node = ? AND status = 'running' RETURNING id",
+                    ))
+                    .bind(until)
+                    .bind(&node.0)
+                    .fetch_all(&mut *c)
+                    .await?;
+                    sqlx::query(sql("UPDATE nodes SET heartbeat_at = ? WHERE id = ?"))
+                        .bind(deputy_core::time::now_ms())
+                        .bind(&node.0)
+                        .execute(&mut *c)
+                        .await?;
+                    ids.iter().map(|s| rows::parse_id(s)).collect()
+                })
+            })
+            .await
     }
 
     async fn nodes(&self) -> Result<Vec<deputy_core::api::NodeInfo>> {
@@ -228,9 +242,9 @@ impl Store for DbStore {
     }
 
     async fn append_output(&self, batch: OutputBatch) -> Result<()> {
-        let mut tx = self.begin().await?;
-        output::append(&mut tx, batch).await?;
-        self.commit(tx).await
+        self.writer
+            .write(true, move |c| Box::pin(output::append(c, batch)))
+            .await
     }
 
     async fn read_output(
@@ -273,10 +287,12 @@ impl Store for DbStore {
     }
 
     async fn add_group(&self, name: &str, parallel: Option<u32>, now: Millis) -> Result<Group> {
-        let mut tx = self.begin().await?;
-        let g = tasks::add_group(&mut tx, name, parallel, now).await?;
-        self.commit(tx).await?;
-        Ok(g)
+        let name = name.to_string();
+        self.writer
+            .write(true, move |c| {
+                Box::pin(async move { tasks::add_group(c, &name, parallel, now).await })
+            })
+            .await
     }
 
     async fn set_group_parallel(
@@ -285,16 +301,21 @@ impl Store for DbStore {
         parallel: Option<u32>,
         now: Millis,
     ) -> Result<Group> {
-        let mut tx = self.begin().await?;
-        let g = tasks::set_group_parallel(&mut tx, name, parallel, now).await?;
-        self.commit(tx).await?;
-        Ok(g)
+        let name = name.to_string();
+        self.writer
+            .write(true, move |c| {
+                Box::pin(async move { tasks::set_group_parallel(c, &name, parallel, now).await })
+            })
+            .await
     }
 
     async fn set_paused(&self, group: Option<&str>, paused: bool, now: Millis) -> Result<()> {
-        let mut tx = self.begin().await?;
-        tasks::set_paused(&mut tx, group, paused, now).await?;
-        self.commit(tx).await
+        let group = group.map(str::to_string);
+        self.writer
+            .write(true, move |c| {
+                Box::pin(async move { tasks::set_paused(c, group.as_deref(), paused, now).await })
+            })
+            .await
     }
 
     async fn queue_paused(&self) -> Result<bool> {
@@ -306,10 +327,9 @@ impl Store for DbStore {
     }
 
     async fn clean(&self, before: Millis) -> Result<u64> {
-        let mut tx = self.begin().await?;
-        let n = tasks::clean(&mut tx, before).await?;
-        tx.commit().await?;
-        Ok(n)
+        self.writer
+            .write(false, move |c| Box::pin(tasks::clean(c, before)))
+            .await
     }
 
     async fn status_counts(&self) -> Result<StatusCounts> {
@@ -335,18 +355,26 @@ impl Store for DbStore {
     }
 
     async fn register_node(&self, node: &NodeId, address: Option<&str>, now: Millis) -> Result<()> {
-        sqlx::query(sql(
-            "INSERT INTO nodes (id, started_at, heartbeat_at, address) VALUES (?, ?, ?, ?)
-             ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at,
-               heartbeat_at = excluded.heartbeat_at, address = excluded.address",
-        ))
-        .bind(&node.0)
-        .bind(now)
-        .bind(now)
-        .bind(address)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let node = node.clone();
+        let address = address.map(str::to_string);
+        self.writer
+            .write(false, move |c| {
+                Box::pin(async move {
+                    sqlx::query(sql(
+                        "INSERT INTO nodes (id, started_at, heartbeat_at, address) VALUES (?, ?, ?, ?)
+                         ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at,
+                           heartbeat_at = excluded.heartbeat_at, address = excluded.address",
+                    ))
+                    .bind(&node.0)
+                    .bind(now)
+                    .bind(now)
+                    .bind(address)
+                    .execute(&mut *c)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn attempt_event(
@@ -356,27 +384,37 @@ impl Store for DbStore {
         body: deputy_core::EventBody,
         now: Millis,
     ) -> Result<()> {
-        let mut tx = self.begin().await?;
-        let cur = rows::load_row(&mut tx, id).await?;
-        if cur.status != Status::Running || cur.attempt != attempt {
-            return Err(StoreError::Conflict {
-                id,
-                expected: format!("running (attempt {attempt})"),
-                actual: cur.status,
-            });
-        }
-        tasks::append_event(&mut tx, Some(id), &body, now).await?;
-        self.commit(tx).await
+        self.writer
+            .write(true, move |c| {
+                Box::pin(async move {
+                    let cur = rows::load_row(c, id).await?;
+                    if cur.status != Status::Running || cur.attempt != attempt {
+                        return Err(StoreError::Conflict {
+                            id,
+                            expected: format!("running (attempt {attempt})"),
+                            actual: cur.status,
+                        });
+                    }
+                    tasks::append_event(c, Some(id), &body, now).await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn record_llm(&self, records: &[LlmRecord]) -> Result<()> {
-        // No event seq is taken, so no lock is either; and nothing to announce.
-        let mut tx = self.writer.begin().await?;
-        for r in records {
-            trace::record(&mut tx, r).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        // Nothing to announce: model-call records append no events.
+        let records = records.to_vec();
+        self.writer
+            .write(false, move |c| {
+                Box::pin(async move {
+                    for r in &records {
+                        trace::record(c, r).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn trace(&self, id: TaskId) -> Result<Vec<LlmRun>> {
@@ -384,9 +422,15 @@ impl Store for DbStore {
         trace::load(&mut conn, id).await
     }
 
+    fn write_counts(&self) -> crate::WriteCounts {
+        let (writes, batches) = self.writer.counts();
+        crate::WriteCounts { writes, batches }
+    }
+
     async fn close(&self) {
+        // The writer commits what is already queued, then lets go of its connection.
         let _ = self.closing.send(true);
         self.reader.close().await;
-        self.writer.close().await;
+        self.write_pool.close().await;
     }
 }

@@ -533,32 +533,148 @@ async fn insert_task(
     Ok(task)
 }
 
-pub(super) async fn claim(
+/// Claims up to `max` ready tasks in one go: the best queued tasks of each group with
+/// room (one index seek per group, never more than its free slots), the best `max` of
+/// those, then one compare-and-set `UPDATE` for all of them, one insert of their
+/// attempts and one of their events. The statements per claim grow with the number of
+/// groups, not of tasks claimed or queued.
+pub(super) async fn claim_batch(
     conn: &mut Conn,
     node: &NodeId,
     lease_ms: u64,
     now: Millis,
-) -> Result<Option<Task>> {
-    // The best queued task of each group with room (one index seek per group), then the
-    // best of those: the cost grows with the number of groups, not of queued tasks.
-    let candidate: Option<String> = sqlx::query_scalar(sql(super::dialect::CLAIM_CANDIDATE))
-        .fetch_optional(&mut *conn)
+    max: usize,
+) -> Result<Vec<Task>> {
+    if max == 0 {
+        return Ok(Vec::new());
+    }
+    let queue_paused: String =
+        sqlx::query_scalar(sql("SELECT value FROM settings WHERE key = 'queue_paused'"))
+            .fetch_one(&mut *conn)
+            .await?;
+    if queue_paused == "1" {
+        return Ok(Vec::new());
+    }
+    let open: Vec<(String, Option<i64>, i64)> =
+        sqlx::query_as(sql("SELECT name, parallel, running FROM groups
+         WHERE paused = 0 AND (parallel IS NULL OR running < parallel)"))
+        .fetch_all(&mut *conn)
         .await?;
-    let Some(id) = candidate else { return Ok(None) };
-    let cur = load_row(conn, rows::parse_id(&id)?).await?;
+    let mut candidates: Vec<(i64, i64, Task)> = Vec::new();
+    for (group, parallel, running) in open {
+        let room = parallel
+            .map_or(max, |p| (p - running).max(0) as usize)
+            .min(max);
+        if room == 0 {
+            continue;
+        }
+        let rows = sqlx::query(sql(super::dialect::CLAIM_GROUP))
+            .bind(&group)
+            .bind(room as i64)
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in &rows {
+            use sqlx::Row;
+            let task = rows::task_from_row(row)?;
+            let queue_seq: i64 = row.try_get("queue_seq")?;
+            candidates.push((task.spec.priority.rank(), queue_seq, task));
+        }
+    }
+    candidates.sort_by_key(|(priority, queue_seq, _)| (*priority, *queue_seq));
+    candidates.truncate(max);
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
     let lease = now.saturating_add(lease_ms as i64);
-    let t = apply(
-        conn,
-        &cur,
-        Status::Running,
-        Move {
-            claim: Some((node.0.clone(), lease)),
-            ..Move::default()
-        },
-        now,
-    )
-    .await?;
-    Ok(Some(t))
+    let mut claimed: Vec<Task> = Vec::with_capacity(candidates.len());
+    for (_, _, cur) in candidates {
+        check_transition(cur.status, Status::Running, false)
+            .map_err(|e| StoreError::Invalid(format!("task {}: {e}", cur.id)))?;
+        // What `apply` sets for a move into `running`.
+        let mut t = cur;
+        t.status = Status::Running;
+        t.updated_at = now;
+        t.reason = None;
+        t.node = Some(node.0.clone());
+        t.lease_expires_at = Some(lease);
+        t.started_at = Some(now);
+        t.pgid = None;
+        t.ready_at = None;
+        claimed.push(t);
+    }
+
+    let mut qb = sqlx::QueryBuilder::<super::dialect::Db>::new(
+        "UPDATE tasks SET status = 'running', reason = NULL, pgid = NULL, ready_at = NULL, updated_at = ",
+    );
+    qb.push_bind(now)
+        .push(", started_at = ")
+        .push_bind(now)
+        .push(", node = ")
+        .push_bind(node.0.clone())
+        .push(", lease_expires_at = ")
+        .push_bind(lease)
+        .push(" WHERE status = 'queued' AND id IN (");
+    let mut ids = qb.separated(", ");
+    for t in &claimed {
+        ids.push_bind(t.id.to_string());
+    }
+    qb.push(")");
+    let updated = qb.build().execute(&mut *conn).await?;
+    if updated.rows_affected() != claimed.len() as u64 {
+        // Another writer moved one of them first; this claim changes nothing.
+        return Err(StoreError::Conflict {
+            id: claimed[0].id,
+            expected: "queued".into(),
+            actual: Status::Running,
+        });
+    }
+
+    let mut per_group: HashMap<&str, i64> = HashMap::new();
+    for t in &claimed {
+        *per_group.entry(t.spec.group.as_str()).or_default() += 1;
+    }
+    for (group, n) in per_group {
+        sqlx::query(sql(
+            "UPDATE groups SET running = running + ? WHERE name = ?",
+        ))
+        .bind(n)
+        .bind(group)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    let mut qb = sqlx::QueryBuilder::<super::dialect::Db>::new(
+        "INSERT INTO attempts (task_id, number, status, node, started_at) ",
+    );
+    qb.push_values(&claimed, |mut row, t| {
+        row.push_bind(t.id.to_string())
+            .push_bind(i64::from(t.attempt))
+            .push_bind("running")
+            .push_bind(node.0.clone())
+            .push_bind(now);
+    });
+    qb.build().execute(&mut *conn).await?;
+
+    let mut qb = sqlx::QueryBuilder::<super::dialect::Db>::new(
+        "INSERT INTO events (task_id, type, payload, at) ",
+    );
+    qb.push_values(&claimed, |mut row, t| {
+        let body = EventBody::TaskStatus {
+            from: Status::Queued,
+            to: Status::Running,
+            attempt: t.attempt,
+            reason: None,
+            exit_code: None,
+            signal: None,
+            run_at: None,
+        };
+        row.push_bind(t.id.to_string())
+            .push_bind(body.type_name())
+            .push_bind(body.payload().to_string())
+            .push_bind(now);
+    });
+    qb.build().execute(&mut *conn).await?;
+    Ok(claimed)
 }
 
 pub(super) async fn finish(conn: &mut Conn, f: Finish) -> Result<Task> {

@@ -25,6 +25,9 @@ mod tasks;
 #[path = "../backend/trace.rs"]
 #[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod trace;
+#[path = "../backend/writer.rs"]
+#[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
+mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +43,7 @@ const CHANNEL: &str = "deputy_events";
 
 /// What the shared backend code needs to know about PostgreSQL.
 mod dialect {
-    use sqlx::{AssertSqlSafe, Postgres, Transaction};
+    use sqlx::{AssertSqlSafe, Postgres};
 
     pub type Db = Postgres;
     pub type Conn = sqlx::PgConnection;
@@ -82,32 +85,28 @@ mod dialect {
     /// Any fixed key: all deputy write transactions share it.
     const WRITE_LOCK: i64 = 0x6465_7075_7479; // "deputy"
 
-    pub async fn begin_write(tx: &mut Transaction<'static, Db>) -> crate::Result<()> {
+    pub async fn begin_write(conn: &mut Conn) -> crate::Result<()> {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(WRITE_LOCK)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?;
         Ok(())
     }
 
     /// Delivered to every listener when (and only if) the transaction commits.
-    pub async fn before_commit(tx: &mut Transaction<'static, Db>) -> crate::Result<()> {
+    pub async fn before_commit(conn: &mut Conn) -> crate::Result<()> {
         sqlx::query("SELECT pg_notify('deputy_events', '')")
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?;
         Ok(())
     }
 
-    pub const CLAIM_CANDIDATE: &str = "SELECT t.id FROM groups g
-         JOIN tasks t ON t.id = (
-             SELECT id FROM tasks
-             WHERE group_name = g.name AND status = 'queued'
-             ORDER BY priority, queue_seq LIMIT 1)
-         WHERE g.paused = 0 AND (g.parallel IS NULL OR g.running < g.parallel)
-           AND (SELECT value FROM settings WHERE key = 'queue_paused') = '0'
-         ORDER BY t.priority, t.queue_seq
-         LIMIT 1
-         FOR UPDATE OF t SKIP LOCKED";
+    /// The best queued tasks of one group, up to its free slots; rows another node is
+    /// claiming right now are skipped, not waited for.
+    pub const CLAIM_GROUP: &str = "SELECT id, status, attempt, spec, created_at, updated_at, started_at, finished_at, ready_at, exit_code, signal, reason, node, lease_expires_at, pgid, cancel_requested, queue_seq, usage, resume_session
+         FROM tasks WHERE group_name = ? AND status = 'queued'
+         ORDER BY priority, queue_seq LIMIT ?
+         FOR UPDATE SKIP LOCKED";
 
     #[cfg(test)]
     mod tests {
@@ -175,11 +174,6 @@ impl PgStore {
                 }
             }
         });
-        Ok(DbStore {
-            writer: pool.clone(),
-            reader: pool,
-            committed,
-            closing: Arc::new(closing),
-        })
+        DbStore::new(pool.clone(), pool, committed, closing).await
     }
 }

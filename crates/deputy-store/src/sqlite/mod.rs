@@ -20,6 +20,9 @@ mod tasks;
 #[path = "../backend/trace.rs"]
 #[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod trace;
+#[path = "../backend/writer.rs"]
+#[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -35,7 +38,7 @@ use store::DbStore;
 
 /// What the shared backend code needs to know about SQLite.
 mod dialect {
-    use sqlx::{Sqlite, Transaction};
+    use sqlx::Sqlite;
 
     pub type Db = Sqlite;
     pub type Conn = sqlx::SqliteConnection;
@@ -49,25 +52,18 @@ mod dialect {
     }
 
     /// One writer connection already serializes transactions: nothing to lock.
-    pub async fn begin_write(_tx: &mut Transaction<'static, Db>) -> crate::Result<()> {
+    pub async fn begin_write(_conn: &mut Conn) -> crate::Result<()> {
         Ok(())
     }
 
-    pub async fn before_commit(_tx: &mut Transaction<'static, Db>) -> crate::Result<()> {
+    pub async fn before_commit(_conn: &mut Conn) -> crate::Result<()> {
         Ok(())
     }
 
-    /// The best queued task of each group with room (one index seek per group), then
-    /// the best of those: the cost grows with the number of groups, not of tasks.
-    pub const CLAIM_CANDIDATE: &str = "SELECT t.id FROM groups g
-         JOIN tasks t ON t.id = (
-             SELECT id FROM tasks
-             WHERE group_name = g.name AND status = 'queued'
-             ORDER BY priority, queue_seq LIMIT 1)
-         WHERE g.paused = 0 AND (g.parallel IS NULL OR g.running < g.parallel)
-           AND (SELECT value FROM settings WHERE key = 'queue_paused') = '0'
-         ORDER BY t.priority, t.queue_seq
-         LIMIT 1";
+    /// The best queued tasks of one group, up to its free slots: one index seek.
+    pub const CLAIM_GROUP: &str = "SELECT id, status, attempt, spec, created_at, updated_at, started_at, finished_at, ready_at, exit_code, signal, reason, node, lease_expires_at, pgid, cancel_requested, queue_seq, usage, resume_session
+         FROM tasks WHERE group_name = ? AND status = 'queued'
+         ORDER BY priority, queue_seq LIMIT ?";
 }
 
 impl SqliteStore {
@@ -109,11 +105,7 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(base.read_only(true))
             .await?;
-        Ok(DbStore {
-            writer,
-            reader,
-            committed: Arc::new(Notify::new()),
-            closing: Arc::new(tokio::sync::watch::channel(false).0),
-        })
+        let closing = tokio::sync::watch::channel(false).0;
+        DbStore::new(writer, reader, Arc::new(Notify::new()), closing).await
     }
 }

@@ -71,7 +71,9 @@ fn output_of(events: &[Event]) -> String {
 
 #[tokio::test]
 async fn resuming_at_fifty_random_points_loses_and_repeats_nothing() {
-    let d = TestDaemon::start(1).await;
+    // Output stored on every read: the stream has far more than 50 events however the
+    // machine's load batches the task's writes (a 50 ms window could merge them).
+    let d = TestDaemon::start_with(1, |c| c.output_flush_interval = Duration::ZERO).await;
     let url = d.url();
     let t = d.submit(sh(NUMBERED)).await;
     let mut rng = fastrand::Rng::with_seed(7);
@@ -257,5 +259,55 @@ async fn a_retried_task_stream_replays_every_attempt_and_ends_with_the_last() {
     .await
     .expect("the stream ends after the last attempt's end");
     assert_eq!(finished, vec![1, 2]);
+    d.stop().await;
+}
+
+/// A finished task's stream is rendered once and shared: it must equal, frame for
+/// frame, what a subscriber saw live while the task ran, for many clients opening it at
+/// once and for every resume point.
+#[tokio::test]
+async fn a_finished_task_replays_exactly_what_was_streamed_live_to_every_client() {
+    let d = TestDaemon::start(1).await;
+    let url = d.url();
+    d.client.pause(None).await.unwrap();
+    let t = d
+        .submit(sh("for i in $(seq 1 200); do echo \"r $i\"; [ $((i % 20)) -eq 0 ] && sleep 0.06; done; echo oops >&2; true"))
+        .await;
+    let live = {
+        let url = url.clone();
+        tokio::spawn(async move { read_some(&url, t.id, 0, None).await })
+    };
+    wait_metric(&url, "deputy_sse_subscribers 1").await;
+    d.client.resume(None).await.unwrap();
+    let (live, ended) = live.await.unwrap();
+    assert!(ended);
+    let live_seqs: Vec<i64> = live.iter().map(|e| e.seq).collect();
+    assert!(live.len() > 5, "the output came as several events");
+
+    let replays: Vec<_> = (0..100)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { read_some(&url, t.id, 0, None).await })
+        })
+        .collect();
+    for r in replays {
+        let (events, ended) = r.await.unwrap();
+        assert!(ended, "a finished task's replay ends by itself");
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), live_seqs);
+        assert_eq!(
+            serde_json::to_value(&events).unwrap(),
+            serde_json::to_value(&live).unwrap()
+        );
+    }
+    for (i, e) in live.iter().enumerate() {
+        let (rest, ended) = read_some(&url, t.id, e.seq, None).await;
+        assert!(ended);
+        assert_eq!(
+            rest.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            live_seqs[i + 1..].to_vec(),
+            "resuming after {}",
+            e.seq
+        );
+    }
     d.stop().await;
 }

@@ -1,0 +1,223 @@
+//! Group commit: one writer task owns the write connection and commits every pending
+//! write in one transaction per batch.
+//!
+//! Callers hand the writer a closure that does their part inside the batch's
+//! transaction and await their own result, which they get only after the batch
+//! committed (so "commit, then announce" still holds for each of them). A batch is
+//! whatever is waiting when the writer becomes free; there is no timer window, so an
+//! idle store adds no latency, and a busy one turns many small transactions into one.
+//!
+//! When a batch holds more than one write, each runs inside its own savepoint: a write
+//! that fails (a lost compare-and-set, a bad batch) rolls back only its own changes and
+//! gets its own error, while the others commit. A batch of one needs no savepoint; its
+//! failure rolls back the whole (single-write) transaction.
+//!
+//! The writer never waits on anything but the database and its queue; the queue is
+//! bounded, so callers feel back-pressure instead of growing memory.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sqlx::Connection;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use super::dialect::{self, Conn};
+use crate::{Result, StoreError};
+
+/// Writes waiting for the writer before callers wait to hand theirs over.
+const QUEUE_DEPTH: usize = 4096;
+/// Writes committed together at most: bounds one transaction's length (and, on
+/// PostgreSQL, how long the write lock is held at a time).
+pub(super) const MAX_BATCH: usize = 512;
+
+pub(super) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One caller's write, type-erased so writes of any result type share a batch.
+trait PendingWrite: Send {
+    /// Does the write inside the batch's transaction. Returns false when it failed
+    /// (its result then holds the error, and its changes must be rolled back).
+    fn run<'a>(&'a mut self, conn: &'a mut Conn) -> BoxFuture<'a, bool>;
+    /// Hands the result to the caller once the batch's fate is known.
+    fn deliver(self: Box<Self>, committed: std::result::Result<(), String>);
+    /// Whether the write appended events (the bus is woken after the commit if any did).
+    fn announces(&self) -> bool;
+}
+
+type WriteFn<T> = Box<dyn for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T>> + Send>;
+
+struct Write<T> {
+    work: Option<WriteFn<T>>,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+    announces: bool,
+}
+
+impl<T: Send + 'static> PendingWrite for Write<T> {
+    fn run<'a>(&'a mut self, conn: &'a mut Conn) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let Some(work) = self.work.take() else {
+                return false;
+            };
+            let r = work(conn).await;
+            let ok = r.is_ok();
+            self.result = Some(r);
+            ok
+        })
+    }
+
+    fn deliver(self: Box<Self>, committed: std::result::Result<(), String>) {
+        let result = match (self.result, committed) {
+            // A write that failed on its own reports its own error, whatever the batch did.
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (_, Err(why)) => Err(StoreError::WriteFailed(why)),
+            (None, Ok(())) => Err(StoreError::WriteFailed("the write did not run".into())),
+        };
+        // The caller may have gone away (its request was dropped); nothing to tell.
+        let _ = self.reply.send(result);
+    }
+
+    fn announces(&self) -> bool {
+        self.announces
+    }
+}
+
+/// The handle callers use; cheap to clone.
+#[derive(Clone)]
+pub(super) struct Writer {
+    queue: mpsc::Sender<Box<dyn PendingWrite>>,
+    stats: Arc<WriterStats>,
+}
+
+/// What the writer has done, for tests and benchmarks.
+#[derive(Debug, Default)]
+pub(super) struct WriterStats {
+    pub(super) writes: AtomicU64,
+    pub(super) batches: AtomicU64,
+}
+
+impl Writer {
+    /// Starts the writer task on `conn`, the store's only write connection. `committed`
+    /// is woken after every batch that appended events.
+    /// Once `closing` turns true it commits what is already queued, refuses the rest,
+    /// and drops the connection.
+    pub(super) fn start(
+        conn: impl WriteConn,
+        committed: Arc<Notify>,
+        closing: watch::Receiver<bool>,
+    ) -> Writer {
+        let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
+        let stats = Arc::new(WriterStats::default());
+        tokio::spawn(run(conn, rx, committed, closing, stats.clone()));
+        Writer { queue, stats }
+    }
+
+    /// (writes, batches) committed or rolled back so far.
+    pub(super) fn counts(&self) -> (u64, u64) {
+        (
+            self.stats.writes.load(Ordering::Relaxed),
+            self.stats.batches.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Runs `work` in the next batch and returns its result once the batch committed.
+    /// `announces`: the write appends events, so the bus must be woken after commit.
+    pub(super) async fn write<T, F>(&self, announces: bool, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let pending: Box<dyn PendingWrite> = Box::new(Write {
+            work: Some(Box::new(work)),
+            result: None,
+            reply,
+            announces,
+        });
+        self.queue.send(pending).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::WriteFailed("the store is closed".into())
+}
+
+/// The connection the writer owns (a pooled one, so closing the pool waits for it).
+pub(super) trait WriteConn: std::ops::DerefMut<Target = Conn> + Send + 'static {}
+impl<T: std::ops::DerefMut<Target = Conn> + Send + 'static> WriteConn for T {}
+
+async fn run(
+    mut conn: impl WriteConn,
+    mut rx: mpsc::Receiver<Box<dyn PendingWrite>>,
+    committed: Arc<Notify>,
+    mut closing: watch::Receiver<bool>,
+    stats: Arc<WriterStats>,
+) {
+    loop {
+        let first = tokio::select! {
+            w = rx.recv() => w,
+            r = closing.wait_for(|c| *c), if !rx.is_closed() => {
+                // Closing (or the store is gone): take no new writes, finish the queued.
+                let _ = r;
+                rx.close();
+                continue;
+            }
+        };
+        // None: closed and drained, or every handle dropped.
+        let Some(first) = first else { break };
+        let mut batch = Vec::with_capacity(16);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let announces = batch.iter().any(|w| w.announces());
+        let outcome = commit_batch(&mut conn, &mut batch, announces).await;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .writes
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if outcome.is_ok() && announces {
+            committed.notify_one();
+        }
+        let outcome = outcome.map_err(|e| e.to_string());
+        for w in batch {
+            w.deliver(outcome.clone());
+        }
+    }
+}
+
+/// Runs every write of the batch in one transaction and commits it.
+async fn commit_batch(
+    conn: &mut Conn,
+    batch: &mut [Box<dyn PendingWrite>],
+    announces: bool,
+) -> Result<()> {
+    let mut tx = conn.begin().await?;
+    dialect::begin_write(&mut tx).await?;
+    if let [only] = batch {
+        if !only.run(&mut tx).await {
+            tx.rollback().await?;
+            return Ok(());
+        }
+    } else {
+        for w in batch.iter_mut() {
+            let mut savepoint = Connection::begin(&mut *tx).await?;
+            if w.run(&mut savepoint).await {
+                savepoint.commit().await?;
+            } else {
+                savepoint.rollback().await?;
+            }
+        }
+    }
+    if announces {
+        dialect::before_commit(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
