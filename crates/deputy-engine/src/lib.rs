@@ -284,6 +284,9 @@ impl Engine {
         let stats = self.inner.recorder.stats();
         catch_up(&m.llm_records, stats.written.load(Ordering::Relaxed));
         catch_up(&m.llm_record_failures, stats.failed.load(Ordering::Relaxed));
+        let writes = self.inner.store.write_counts();
+        catch_up(&m.store_writes, writes.writes);
+        catch_up(&m.store_write_batches, writes.batches);
         Ok(m.render())
     }
 

@@ -57,6 +57,9 @@ pub struct Metrics {
     pub agent_tokens: Family<TokenLabel, Counter>,
     pub agent_cost_usd: Counter<f64, std::sync::atomic::AtomicU64>,
     pub llm_record_failures: Counter,
+    /// Writes the store committed (or rolled back), and the transactions they took.
+    pub store_writes: Counter,
+    pub store_write_batches: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -144,8 +147,22 @@ impl Metrics {
             "Model-call records that could not be written (the calls went on)",
             llm_record_failures.clone(),
         );
+        let store_writes = Counter::default();
+        registry.register(
+            "store_writes",
+            "Writes the store's writer carried out (each a compare-and-set or an append)",
+            store_writes.clone(),
+        );
+        let store_write_batches = Counter::default();
+        registry.register(
+            "store_write_batches",
+            "Transactions those writes took (group commit: writes per batch is the saving)",
+            store_write_batches.clone(),
+        );
         Arc::new(Self {
             registry,
+            store_writes,
+            store_write_batches,
             tasks,
             queue_depth,
             running,

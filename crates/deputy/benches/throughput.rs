@@ -480,6 +480,27 @@ async fn drain_noops(urls: &[String], n: usize) -> anyhow::Result<Duration> {
     Ok(start.elapsed())
 }
 
+/// The daemon's group commit so far: (writes, transactions).
+async fn write_counts(url: &str) -> anyhow::Result<(u64, u64)> {
+    let text = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok((
+        value("deputy_store_writes_total"),
+        value("deputy_store_write_batches_total"),
+    ))
+}
+
+fn per_batch((writes, batches): (u64, u64)) -> String {
+    format!(
+        "{writes} writes in {batches} transactions ({:.1} per transaction)",
+        writes as f64 / batches.max(1) as f64
+    )
+}
+
 async fn pg_schema(url: &str, name: &str) -> anyhow::Result<String> {
     // The bench talks to PostgreSQL only through deputy; psql makes its schema.
     let status = std::process::Command::new("psql")
@@ -501,11 +522,13 @@ async fn cluster() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let one = ChildDaemon::start(&dir.path().join("sqlite"), &env).await?;
     let sqlite = drain_noops(std::slice::from_ref(&one.url), N).await?;
+    let sqlite_writes = write_counts(&one.url).await?;
     drop(one);
     let rate = |d: Duration| N as f64 / d.as_secs_f64();
     println!(
-        "  SQLite, 1 node      : {:>8.0} tasks/s ({sqlite:.2?})",
-        rate(sqlite)
+        "  SQLite, 1 node      : {:>8.0} tasks/s ({sqlite:.2?}); {}",
+        rate(sqlite),
+        per_batch(sqlite_writes)
     );
     let Ok(pg) = std::env::var("DEPUTY_TEST_DATABASE_URL") else {
         println!("  PostgreSQL: skipped (set DEPUTY_TEST_DATABASE_URL to measure it)");
@@ -515,20 +538,25 @@ async fn cluster() -> anyhow::Result<()> {
     let db = [("DEPUTY_PARALLEL", "16"), ("DEPUTY_DATABASE", url.as_str())];
     let a = ChildDaemon::start(&dir.path().join("pg1"), &db).await?;
     let pg1 = drain_noops(std::slice::from_ref(&a.url), N).await?;
+    let pg1_writes = write_counts(&a.url).await?;
     drop(a);
     let url = pg_schema(&pg, "deputy_bench_two").await?;
     let db = [("DEPUTY_PARALLEL", "16"), ("DEPUTY_DATABASE", url.as_str())];
     let a = ChildDaemon::start(&dir.path().join("pg2a"), &db).await?;
     let b = ChildDaemon::start(&dir.path().join("pg2b"), &db).await?;
     let pg2 = drain_noops(&[a.url.clone(), b.url.clone()], N).await?;
+    let (wa, ba) = write_counts(&a.url).await?;
+    let (wb, bb) = write_counts(&b.url).await?;
     drop((a, b));
     println!(
-        "  PostgreSQL, 1 node  : {:>8.0} tasks/s ({pg1:.2?})",
-        rate(pg1)
+        "  PostgreSQL, 1 node  : {:>8.0} tasks/s ({pg1:.2?}); {}",
+        rate(pg1),
+        per_batch(pg1_writes)
     );
     println!(
-        "  PostgreSQL, 2 nodes : {:>8.0} tasks/s ({pg2:.2?})",
-        rate(pg2)
+        "  PostgreSQL, 2 nodes : {:>8.0} tasks/s ({pg2:.2?}); {}",
+        rate(pg2),
+        per_batch((wa + wb, ba + bb))
     );
     println!(
         "  ratio PostgreSQL 2 nodes / 1 node: {:.2}x; PostgreSQL 1 node / SQLite: {:.2}x (aim: >= 20k/s SQLite, >= 5k/s PostgreSQL)",

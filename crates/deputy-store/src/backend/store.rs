@@ -64,7 +64,9 @@ impl DbStore {
 impl Store for DbStore {
     async fn submit(&self, batch: Vec<ValidTask>, now: Millis) -> Result<Vec<Submitted>> {
         self.writer
-            .write(true, move |c| Box::pin(tasks::submit(c, batch, now)))
+            .write(true, move |c| {
+                Box::pin(tasks::submit(c, batch.clone(), now))
+            })
             .await
     }
 
@@ -113,6 +115,7 @@ impl Store for DbStore {
         let node = node.clone();
         self.writer
             .write(true, move |c| {
+                let node = node.clone();
                 Box::pin(async move { tasks::claim_batch(c, &node, lease_ms, now, max).await })
             })
             .await
@@ -156,7 +159,7 @@ impl Store for DbStore {
 
     async fn finish(&self, finish: Finish) -> Result<Task> {
         self.writer
-            .write(true, move |c| Box::pin(tasks::finish(c, finish)))
+            .write(true, move |c| Box::pin(tasks::finish(c, finish.clone())))
             .await
     }
 
@@ -167,7 +170,9 @@ impl Store for DbStore {
         now: Millis,
     ) -> Result<CancelOutcome> {
         self.writer
-            .write(true, move |c| Box::pin(tasks::cancel(c, id, reason, now)))
+            .write(true, move |c| {
+                Box::pin(tasks::cancel(c, id, reason.clone(), now))
+            })
             .await
     }
 
@@ -196,6 +201,7 @@ impl Store for DbStore {
         let node = node.clone();
         self.writer
             .write(false, move |c| {
+                let node = node.clone();
                 Box::pin(async move {
                     let ids: Vec<String> = sqlx::query_scalar(sql(
                         "UPDATE tasks SET lease_expires_at = ? WHERE node = ? AND status = 'running' RETURNING id",
@@ -243,7 +249,7 @@ impl Store for DbStore {
 
     async fn append_output(&self, batch: OutputBatch) -> Result<()> {
         self.writer
-            .write(true, move |c| Box::pin(output::append(c, batch)))
+            .write(true, move |c| Box::pin(output::append(c, batch.clone())))
             .await
     }
 
@@ -290,6 +296,7 @@ impl Store for DbStore {
         let name = name.to_string();
         self.writer
             .write(true, move |c| {
+                let name = name.clone();
                 Box::pin(async move { tasks::add_group(c, &name, parallel, now).await })
             })
             .await
@@ -304,6 +311,7 @@ impl Store for DbStore {
         let name = name.to_string();
         self.writer
             .write(true, move |c| {
+                let name = name.clone();
                 Box::pin(async move { tasks::set_group_parallel(c, &name, parallel, now).await })
             })
             .await
@@ -313,6 +321,7 @@ impl Store for DbStore {
         let group = group.map(str::to_string);
         self.writer
             .write(true, move |c| {
+                let group = group.clone();
                 Box::pin(async move { tasks::set_paused(c, group.as_deref(), paused, now).await })
             })
             .await
@@ -359,6 +368,7 @@ impl Store for DbStore {
         let address = address.map(str::to_string);
         self.writer
             .write(false, move |c| {
+                let (node, address) = (node.clone(), address.clone());
                 Box::pin(async move {
                     sqlx::query(sql(
                         "INSERT INTO nodes (id, started_at, heartbeat_at, address) VALUES (?, ?, ?, ?)
@@ -386,6 +396,7 @@ impl Store for DbStore {
     ) -> Result<()> {
         self.writer
             .write(true, move |c| {
+                let body = body.clone();
                 Box::pin(async move {
                     let cur = rows::load_row(c, id).await?;
                     if cur.status != Status::Running || cur.attempt != attempt {
@@ -407,6 +418,7 @@ impl Store for DbStore {
         let records = records.to_vec();
         self.writer
             .write(false, move |c| {
+                let records = records.clone();
                 Box::pin(async move {
                     for r in &records {
                         trace::record(c, r).await?;

@@ -7,10 +7,17 @@
 //! whatever is waiting when the writer becomes free; there is no timer window, so an
 //! idle store adds no latency, and a busy one turns many small transactions into one.
 //!
-//! When a batch holds more than one write, each runs inside its own savepoint: a write
-//! that fails (a lost compare-and-set, a bad batch) rolls back only its own changes and
-//! gets its own error, while the others commit. A batch of one needs no savepoint; its
-//! failure rolls back the whole (single-write) transaction.
+//! A batch first runs optimistically, every write straight in the one transaction: the
+//! common case, where nothing fails, pays no savepoints. If a write fails (a lost
+//! compare-and-set, a bad submit), the whole transaction is rolled back and the batch is
+//! run again from the start with each write in its own savepoint, so the failing write
+//! rolls back only its own changes and gets its own error while the others commit. A
+//! write is therefore a closure that can run more than once; each run starts from the
+//! database as the writes before it in the batch left it, so results are those of running
+//! the writes one after another, in order. This needs a rollback to give back the event
+//! seqs it took, or the log would have gaps: SQLite's `AUTOINCREMENT` counter is part of
+//! the transaction; PostgreSQL's sequences are not, so there every batch of more than
+//! one write runs with savepoints from the start (`dialect::ROLLBACK_RESTORES_SEQ`).
 //!
 //! The writer never waits on anything but the database and its queue; the queue is
 //! bounded, so callers feel back-pressure instead of growing memory.
@@ -36,8 +43,9 @@ pub(super) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One caller's write, type-erased so writes of any result type share a batch.
 trait PendingWrite: Send {
-    /// Does the write inside the batch's transaction. Returns false when it failed
-    /// (its result then holds the error, and its changes must be rolled back).
+    /// Does the write inside the batch's transaction (again, if the batch is re-run).
+    /// Returns false when it failed (its result then holds the error, and its changes
+    /// must be rolled back).
     fn run<'a>(&'a mut self, conn: &'a mut Conn) -> BoxFuture<'a, bool>;
     /// Hands the result to the caller once the batch's fate is known.
     fn deliver(self: Box<Self>, committed: std::result::Result<(), String>);
@@ -45,10 +53,10 @@ trait PendingWrite: Send {
     fn announces(&self) -> bool;
 }
 
-type WriteFn<T> = Box<dyn for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T>> + Send>;
+type WriteFn<T> = Box<dyn for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<T>> + Send>;
 
 struct Write<T> {
-    work: Option<WriteFn<T>>,
+    work: WriteFn<T>,
     result: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
     announces: bool,
@@ -57,10 +65,7 @@ struct Write<T> {
 impl<T: Send + 'static> PendingWrite for Write<T> {
     fn run<'a>(&'a mut self, conn: &'a mut Conn) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            let Some(work) = self.work.take() else {
-                return false;
-            };
-            let r = work(conn).await;
+            let r = (self.work)(conn).await;
             let ok = r.is_ok();
             self.result = Some(r);
             ok
@@ -124,14 +129,15 @@ impl Writer {
 
     /// Runs `work` in the next batch and returns its result once the batch committed.
     /// `announces`: the write appends events, so the bus must be woken after commit.
+    /// `work` may run more than once (see the module doc); only its last run counts.
     pub(super) async fn write<T, F>(&self, announces: bool, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let pending: Box<dyn PendingWrite> = Box::new(Write {
-            work: Some(Box::new(work)),
+            work: Box::new(work),
             result: None,
             reply,
             announces,
@@ -192,15 +198,32 @@ async fn run(
     }
 }
 
-/// Runs every write of the batch in one transaction and commits it.
+/// Runs every write of the batch in one transaction and commits it: optimistically
+/// first, and with a savepoint per write only when one of them failed.
 async fn commit_batch(
     conn: &mut Conn,
     batch: &mut [Box<dyn PendingWrite>],
     announces: bool,
 ) -> Result<()> {
+    if batch.len() > 1 && dialect::ROLLBACK_RESTORES_SEQ {
+        let mut tx = conn.begin().await?;
+        dialect::begin_write(&mut tx).await?;
+        let mut all_ok = true;
+        for w in batch.iter_mut() {
+            if !w.run(&mut tx).await {
+                all_ok = false;
+                break;
+            }
+        }
+        if all_ok {
+            return finish(tx, announces).await;
+        }
+        tx.rollback().await?;
+    }
     let mut tx = conn.begin().await?;
     dialect::begin_write(&mut tx).await?;
     if let [only] = batch {
+        // Alone, a write needs no savepoint: its failure rolls back the whole transaction.
         if !only.run(&mut tx).await {
             tx.rollback().await?;
             return Ok(());
@@ -215,6 +238,10 @@ async fn commit_batch(
             }
         }
     }
+    finish(tx, announces).await
+}
+
+async fn finish(mut tx: sqlx::Transaction<'_, dialect::Db>, announces: bool) -> Result<()> {
     if announces {
         dialect::before_commit(&mut tx).await?;
     }

@@ -48,6 +48,8 @@ mod dialect {
     pub type Db = Postgres;
     pub type Conn = sqlx::PgConnection;
     pub type DbRow = sqlx::postgres::PgRow;
+    /// Sequences are not transactional: a rolled-back insert leaves a gap in `seq`.
+    pub const ROLLBACK_RESTORES_SEQ: bool = false;
     pub const NAME: &str = "PgStore";
     pub const OCTET_LENGTH: &str = "octet_length";
 

@@ -307,5 +307,17 @@ async fn metrics_describe_tasks_queues_events_streams_and_requests() {
     has("deputy_sse_subscribers");
     has("deputy_http_requests_total{method=\"POST\",route=\"/v1/tasks\",status=\"201\"} 3");
     has("deputy_http_request_duration_seconds_bucket{");
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no `{name}` in:\n{text}"))
+    };
+    // Three submits, two claims, two pgids, two finishes, a group, a pause at least.
+    let (writes, batches) = (
+        value("deputy_store_writes_total"),
+        value("deputy_store_write_batches_total"),
+    );
+    assert!(writes >= 11, "{writes} writes");
+    assert!(batches >= 1 && batches <= writes, "{batches} batches");
     d.stop().await;
 }
