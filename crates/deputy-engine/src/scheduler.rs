@@ -52,10 +52,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             {
                 Ok(tasks) => {
                     let got = tasks.len();
-                    for task in tasks {
-                        tracing::debug!(task = %task.id, "claimed");
-                        start_task(&inner, task).await;
-                    }
+                    start_tasks(&inner, tasks).await;
                     if got < want {
                         break;
                     }
@@ -96,24 +93,38 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     }
 }
 
-/// Registers the supervisor, then checks the stored cancel flag: a cancel that
-/// committed before the registration is seen here, one after it finds the entry.
-async fn start_task(inner: &Arc<Inner>, task: Task) {
-    let stops = Stops::default();
-    inner.running.lock().expect("running map").insert(
-        task.id,
-        RunningEntry {
-            stops: stops.clone(),
-            cancel_reason: None,
-        },
-    );
-    match inner.store.cancel_requested(task.id).await {
-        Ok(true) => stops.cancel.cancel(),
-        Ok(false) => {}
-        Err(e) => tracing::warn!(task = %task.id, %e, "re-reading a claimed task failed"),
+/// Registers the supervisors, then checks the stored cancel flags (one read for the
+/// batch): a cancel that committed before the registration is seen here, one after it
+/// finds the entry.
+async fn start_tasks(inner: &Arc<Inner>, tasks: Vec<Task>) {
+    let mut started = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        tracing::debug!(task = %task.id, "claimed");
+        let stops = Stops::default();
+        inner.running.lock().expect("running map").insert(
+            task.id,
+            RunningEntry {
+                stops: stops.clone(),
+                cancel_reason: None,
+            },
+        );
+        started.push((task, stops));
     }
-    tracing::debug!(task = %task.id, attempt = task.attempt, "starting");
-    inner
-        .supervisors
-        .spawn(supervisor::supervise(inner.clone(), task, stops));
+    let ids: Vec<_> = started.iter().map(|(t, _)| t.id).collect();
+    match inner.store.cancels_requested(&ids).await {
+        Ok(cancelled) => {
+            for (task, stops) in &started {
+                if cancelled.contains(&task.id) {
+                    stops.cancel.cancel();
+                }
+            }
+        }
+        Err(e) => tracing::warn!(%e, "re-reading claimed tasks failed"),
+    }
+    for (task, stops) in started {
+        tracing::debug!(task = %task.id, attempt = task.attempt, "starting");
+        inner
+            .supervisors
+            .spawn(supervisor::supervise(inner.clone(), task, stops));
+    }
 }

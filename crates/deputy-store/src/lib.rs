@@ -205,6 +205,8 @@ pub trait Store: Send + Sync + 'static {
     async fn set_pgid(&self, id: TaskId, attempt: u32, pgid: i32) -> Result<()>;
     /// Whether someone asked to cancel the task.
     async fn cancel_requested(&self, id: TaskId) -> Result<bool>;
+    /// Which of `ids` someone asked to cancel, in one read.
+    async fn cancels_requested(&self, ids: &[TaskId]) -> Result<Vec<TaskId>>;
     /// Ends a running attempt (and schedules the next one when `retry_at` is set).
     async fn finish(&self, finish: Finish) -> Result<Task>;
     async fn cancel(

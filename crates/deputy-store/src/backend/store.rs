@@ -14,7 +14,7 @@ use sqlx::Pool;
 use tokio::sync::Notify;
 
 use super::dialect::{self, Db, sql};
-use super::writer::Writer;
+use super::writer::{WriteKind, Writer};
 use super::{output, rows, tasks, trace};
 use crate::{
     CancelOutcome, Finish, Group, ListQuery, OutputBatch, Page, Result, StatusCounts, Store,
@@ -64,7 +64,7 @@ impl DbStore {
 impl Store for DbStore {
     async fn submit(&self, batch: Vec<ValidTask>, now: Millis) -> Result<Vec<Submitted>> {
         self.writer
-            .write(true, move |c| {
+            .write(WriteKind::Announces, move |c| {
                 Box::pin(tasks::submit(c, batch.clone(), now))
             })
             .await
@@ -114,7 +114,7 @@ impl Store for DbStore {
         }
         let node = node.clone();
         self.writer
-            .write(true, move |c| {
+            .write(WriteKind::Announces, move |c| {
                 let node = node.clone();
                 Box::pin(async move { tasks::claim_batch(c, &node, lease_ms, now, max).await })
             })
@@ -123,7 +123,7 @@ impl Store for DbStore {
 
     async fn set_pgid(&self, id: TaskId, attempt: u32, pgid: i32) -> Result<()> {
         self.writer
-            .write(false, move |c| {
+            .write(WriteKind::Statement, move |c| {
                 Box::pin(async move {
                     let r = sqlx::query(sql(
                         "UPDATE tasks SET pgid = ? WHERE id = ? AND attempt = ? AND status = 'running'",
@@ -157,9 +157,27 @@ impl Store for DbStore {
             .ok_or_else(|| StoreError::NotFound(id.to_string()))
     }
 
+    async fn cancels_requested(&self, ids: &[TaskId]) -> Result<Vec<TaskId>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = sqlx::QueryBuilder::<Db>::new(
+            "SELECT id FROM tasks WHERE cancel_requested = 1 AND id IN (",
+        );
+        let mut list = qb.separated(", ");
+        for id in ids {
+            list.push_bind(id.to_string());
+        }
+        qb.push(")");
+        let found: Vec<String> = qb.build_query_scalar().fetch_all(&self.reader).await?;
+        found.iter().map(|s| rows::parse_id(s)).collect()
+    }
+
     async fn finish(&self, finish: Finish) -> Result<Task> {
         self.writer
-            .write(true, move |c| Box::pin(tasks::finish(c, finish.clone())))
+            .write(WriteKind::Announces, move |c| {
+                Box::pin(tasks::finish(c, finish.clone()))
+            })
             .await
     }
 
@@ -170,7 +188,7 @@ impl Store for DbStore {
         now: Millis,
     ) -> Result<CancelOutcome> {
         self.writer
-            .write(true, move |c| {
+            .write(WriteKind::Announces, move |c| {
                 Box::pin(tasks::cancel(c, id, reason.clone(), now))
             })
             .await
@@ -178,13 +196,17 @@ impl Store for DbStore {
 
     async fn retry(&self, id: TaskId, now: Millis, resume: bool) -> Result<Task> {
         self.writer
-            .write(true, move |c| Box::pin(tasks::retry(c, id, now, resume)))
+            .write(WriteKind::Announces, move |c| {
+                Box::pin(tasks::retry(c, id, now, resume))
+            })
             .await
     }
 
     async fn promote_due(&self, now: Millis) -> Result<u64> {
         self.writer
-            .write(true, move |c| Box::pin(tasks::promote_due(c, now)))
+            .write(WriteKind::Announces, move |c| {
+                Box::pin(tasks::promote_due(c, now))
+            })
             .await
     }
 
@@ -200,7 +222,7 @@ impl Store for DbStore {
     async fn renew_leases(&self, node: &NodeId, until: Millis) -> Result<Vec<TaskId>> {
         let node = node.clone();
         self.writer
-            .write(false, move |c| {
+            .write(WriteKind::Quiet, move |c| {
                 let node = node.clone();
                 Box::pin(async move {
                     let ids: Vec<String> = sqlx::query_scalar(sql(
@@ -249,7 +271,9 @@ impl Store for DbStore {
 
     async fn append_output(&self, batch: OutputBatch) -> Result<()> {
         self.writer
-            .write(true, move |c| Box::pin(output::append(c, batch.clone())))
+            .write(WriteKind::Announces, move |c| {
+                Box::pin(output::append(c, batch.clone()))
+            })
             .await
     }
 
@@ -295,7 +319,7 @@ impl Store for DbStore {
     async fn add_group(&self, name: &str, parallel: Option<u32>, now: Millis) -> Result<Group> {
         let name = name.to_string();
         self.writer
-            .write(true, move |c| {
+            .write(WriteKind::Announces, move |c| {
                 let name = name.clone();
                 Box::pin(async move { tasks::add_group(c, &name, parallel, now).await })
             })
@@ -310,7 +334,7 @@ impl Store for DbStore {
     ) -> Result<Group> {
         let name = name.to_string();
         self.writer
-            .write(true, move |c| {
+            .write(WriteKind::Announces, move |c| {
                 let name = name.clone();
                 Box::pin(async move { tasks::set_group_parallel(c, &name, parallel, now).await })
             })
@@ -320,7 +344,7 @@ impl Store for DbStore {
     async fn set_paused(&self, group: Option<&str>, paused: bool, now: Millis) -> Result<()> {
         let group = group.map(str::to_string);
         self.writer
-            .write(true, move |c| {
+            .write(WriteKind::Announces, move |c| {
                 let group = group.clone();
                 Box::pin(async move { tasks::set_paused(c, group.as_deref(), paused, now).await })
             })
@@ -337,7 +361,7 @@ impl Store for DbStore {
 
     async fn clean(&self, before: Millis) -> Result<u64> {
         self.writer
-            .write(false, move |c| Box::pin(tasks::clean(c, before)))
+            .write(WriteKind::Quiet, move |c| Box::pin(tasks::clean(c, before)))
             .await
     }
 
@@ -367,7 +391,7 @@ impl Store for DbStore {
         let node = node.clone();
         let address = address.map(str::to_string);
         self.writer
-            .write(false, move |c| {
+            .write(WriteKind::Quiet, move |c| {
                 let (node, address) = (node.clone(), address.clone());
                 Box::pin(async move {
                     sqlx::query(sql(
@@ -395,7 +419,7 @@ impl Store for DbStore {
         now: Millis,
     ) -> Result<()> {
         self.writer
-            .write(true, move |c| {
+            .write(WriteKind::Announces, move |c| {
                 let body = body.clone();
                 Box::pin(async move {
                     let cur = rows::load_row(c, id).await?;
@@ -417,7 +441,7 @@ impl Store for DbStore {
         // Nothing to announce: model-call records append no events.
         let records = records.to_vec();
         self.writer
-            .write(false, move |c| {
+            .write(WriteKind::Quiet, move |c| {
                 let records = records.clone();
                 Box::pin(async move {
                     for r in &records {

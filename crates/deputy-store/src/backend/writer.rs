@@ -51,6 +51,9 @@ trait PendingWrite: Send {
     fn deliver(self: Box<Self>, committed: std::result::Result<(), String>);
     /// Whether the write appended events (the bus is woken after the commit if any did).
     fn announces(&self) -> bool;
+    /// Whether the write is one statement that takes no lock and appends no event, so
+    /// alone in a batch it can run without a transaction around it.
+    fn single_statement(&self) -> bool;
 }
 
 type WriteFn<T> = Box<dyn for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<T>> + Send>;
@@ -59,7 +62,18 @@ struct Write<T> {
     work: WriteFn<T>,
     result: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
-    announces: bool,
+    kind: WriteKind,
+}
+
+/// What a write does besides changing rows, which decides how it is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WriteKind {
+    /// Appends events: the bus is woken after the commit.
+    Announces,
+    /// Changes rows only.
+    Quiet,
+    /// One statement that changes rows only (no lock needed, nothing to announce).
+    Statement,
 }
 
 impl<T: Send + 'static> PendingWrite for Write<T> {
@@ -85,7 +99,11 @@ impl<T: Send + 'static> PendingWrite for Write<T> {
     }
 
     fn announces(&self) -> bool {
-        self.announces
+        self.kind == WriteKind::Announces
+    }
+
+    fn single_statement(&self) -> bool {
+        self.kind == WriteKind::Statement
     }
 }
 
@@ -128,9 +146,8 @@ impl Writer {
     }
 
     /// Runs `work` in the next batch and returns its result once the batch committed.
-    /// `announces`: the write appends events, so the bus must be woken after commit.
     /// `work` may run more than once (see the module doc); only its last run counts.
-    pub(super) async fn write<T, F>(&self, announces: bool, work: F) -> Result<T>
+    pub(super) async fn write<T, F>(&self, kind: WriteKind, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<T>> + Send + 'static,
@@ -140,7 +157,7 @@ impl Writer {
             work: Box::new(work),
             result: None,
             reply,
-            announces,
+            kind,
         });
         self.queue.send(pending).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
@@ -205,6 +222,13 @@ async fn commit_batch(
     batch: &mut [Box<dyn PendingWrite>],
     announces: bool,
 ) -> Result<()> {
+    if let [only] = batch
+        && only.single_statement()
+    {
+        // One statement is atomic by itself: no BEGIN and COMMIT around it.
+        only.run(conn).await;
+        return Ok(());
+    }
     if batch.len() > 1 && dialect::ROLLBACK_RESTORES_SEQ {
         let mut tx = conn.begin().await?;
         dialect::begin_write(&mut tx).await?;
