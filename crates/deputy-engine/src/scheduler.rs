@@ -1,7 +1,8 @@
 //! The scheduler loop. Each pass promotes due tasks, then claims ready ones (as many as
-//! this node has free slots, in one claim) while the machine has room; then it sleeps until something can
-//! change the answer: a wake-up (submit, completion, cancel, queue change), the next
-//! scheduled time, or a new resource sample while admission is holding tasks back.
+//! this node has free slots, in one claim) while the machine has room; then it sleeps
+//! until something can change the answer: a wake-up (submit, completion, cancel, queue
+//! change), the next scheduled time, or a new resource sample while admission is holding
+//! tasks back.
 
 use std::sync::Arc;
 use std::time::Duration;
