@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod bus;
 pub mod capture;
+mod deathwatch;
 pub mod metrics;
 pub mod procfs;
 mod recovery;
@@ -97,6 +98,11 @@ pub enum EngineError {
     },
     #[error("the engine is shutting down")]
     ShuttingDown,
+    #[error(
+        "cannot start the process guard that kills tasks if the daemon dies ({0}); \
+         deputy needs a working /bin/sh"
+    )]
+    DeathWatch(std::io::Error),
 }
 
 struct RunningEntry {
@@ -119,6 +125,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Arc<Metrics>,
     /// Where model calls are recorded (into the store, off the call path).
     pub(crate) recorder: Recorder,
+    /// Kills every running task's process group if the daemon dies.
+    pub(crate) deathwatch: deathwatch::DeathWatch,
 }
 
 impl Inner {
@@ -208,6 +216,9 @@ impl Engine {
             resources::monitor(cfg.resource_sample, halt.clone())
         };
         let recorder = start_recorder(&store, &cfg);
+        let deathwatch = deathwatch::DeathWatch::start()
+            .await
+            .map_err(EngineError::DeathWatch)?;
         let inner = Arc::new(Inner {
             store,
             base_env: runner::base_env(),
@@ -220,6 +231,7 @@ impl Engine {
             resources,
             metrics,
             recorder,
+            deathwatch,
         });
         tokio::spawn(scheduler::run(inner.clone()));
         tokio::spawn(heartbeat(inner.clone()));

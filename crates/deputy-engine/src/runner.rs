@@ -1,11 +1,14 @@
 //! Starting and stopping a task's process tree.
 //!
 //! Every task runs in its own process group, so one signal reaches the whole tree.
-//! The child gets a parent-death signal (it dies with the daemon) and starts behind a
-//! *gate*: `sh` first reads one line from stdin, which the supervisor writes only after
-//! the process group is recorded in the database. A daemon killed in between closes the
-//! pipe, and the gate exits without running anything; so a process that does work always
-//! has its group on record for recovery to kill.
+//! Processes are started with `posix_spawn` (no code runs in the child before exec, so
+//! the daemon's page tables are never copied; a spawn costs the same however big the
+//! daemon is). The child starts behind a *gate*: `sh` first reads one line from stdin,
+//! which the supervisor writes only after the process group is recorded in the database
+//! and put on the death watch (`deathwatch`, which kills the group if the daemon dies).
+//! A daemon killed in between closes the pipe, and the gate exits without running
+//! anything; so a process that does work always has its group on record for recovery
+//! to kill, and on the death watch.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -77,10 +80,8 @@ impl ProcessPlan {
     }
 }
 
-/// Spawns a process of `task` behind the gate, in its own process group. Must be called
-/// from an async worker thread (not `spawn_blocking`): the parent-death signal fires
-/// when the *thread* that forked the child exits, and worker threads live as long as
-/// the runtime.
+/// Spawns a process of `task` behind the gate, in its own process group. The caller
+/// records the group and puts it on the death watch before opening the gate.
 pub fn spawn(task: &Task, plan: &ProcessPlan) -> io::Result<Spawned> {
     let command = &plan.command;
     let mut cmd = Command::new("/bin/sh");
@@ -103,21 +104,10 @@ pub fn spawn(task: &Task, plan: &ProcessPlan) -> io::Result<Spawned> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Nothing else: no `pre_exec`, no uid/gid, and a program given by path, so the
+        // standard library takes its `posix_spawn` path instead of `fork`.
         .process_group(0)
         .kill_on_drop(true);
-    let parent = std::process::id();
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (prctl, getppid, _exit).
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
-            // The parent may have died before prctl took effect.
-            if nix::unistd::getppid().as_raw() as u32 != parent {
-                libc::_exit(GATE_CLOSED_EXIT);
-            }
-            Ok(())
-        });
-    }
     let mut child = cmd.spawn()?;
     let pid = child
         .id()
@@ -176,7 +166,7 @@ fn group_exists(pgid: i32) -> bool {
 
 /// Live (non-zombie) members of the group; empty without a /proc scan when the group
 /// no longer exists at all.
-fn live_members(pgid: i32) -> Vec<i32> {
+pub(crate) fn live_members(pgid: i32) -> Vec<i32> {
     if pgid <= 1 || !group_exists(pgid) {
         return Vec::new();
     }

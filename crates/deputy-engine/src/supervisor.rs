@@ -222,16 +222,27 @@ pub(crate) async fn run_process(
         stderr,
     } = spawned;
     tracing::debug!(task = %task.id, pgid, "spawned");
-    // Record the group before the child does anything, so recovery can always find it.
-    if let Err(e) = inner.store.set_pgid(task.id, task.attempt, pgid).await {
-        drop(gate);
-        runner::terminate_group(pgid, inner.cfg.kill_grace).await;
-        let _ = child.wait().await;
-        return Outcome::new(
-            Status::Failed,
-            Some(format!("could not record the process: {e}")),
-        );
-    }
+    // Watch and record the group before the child does anything, so it dies with the
+    // daemon and recovery can always find it.
+    let recorded = match inner.deathwatch.watch(pgid).await {
+        Ok(watched) => inner
+            .store
+            .set_pgid(task.id, task.attempt, pgid)
+            .await
+            .map(|()| watched)
+            .map_err(|e| format!("could not record the process: {e}")),
+        Err(e) => Err(format!("could not watch the process: {e}")),
+    };
+    let watched = match recorded {
+        Ok(w) => w,
+        Err(reason) => {
+            drop(gate);
+            runner::terminate_group(pgid, inner.cfg.kill_grace).await;
+            let _ = child.wait().await;
+            runner::reap_orphans(pgid);
+            return Outcome::new(Status::Failed, Some(reason));
+        }
+    };
     let capture_cfg = CaptureConfig {
         cap: task.spec.output_cap,
         flush_bytes: capture::FLUSH_BYTES,
@@ -291,6 +302,7 @@ pub(crate) async fn run_process(
         _ => child.wait().await.ok(),
     };
     runner::reap_orphans(pgid);
+    drop(watched);
     // The pipes close when the last member of the group is gone. A process that left
     // the group (setsid) could hold them open: bound the wait, then stop reading.
     let totals = match tokio::time::timeout(Duration::from_secs(10), capture).await {

@@ -1,6 +1,6 @@
 //! The built-in agent's `shell` tool: a command run in the workspace through the same
-//! machinery as a shell task (gate, process group recorded for recovery, parent-death
-//! signal, SIGTERM then SIGKILL), with its own timeout and a bounded capture of its
+//! machinery as a shell task (gate, process group recorded for recovery and on the
+//! death watch, SIGTERM then SIGKILL), with its own timeout and a bounded capture of its
 //! output (head and tail). Optionally under bubblewrap.
 
 use std::collections::BTreeMap;
@@ -140,13 +140,25 @@ impl ShellTool<'_> {
         } = spawned;
         self.current_pgid.store(pgid, Ordering::SeqCst);
         let store = &self.inner.store;
-        if let Err(e) = store.set_pgid(self.task.id, self.task.attempt, pgid).await {
-            drop(gate);
-            runner::terminate_group(pgid, self.inner.cfg.kill_grace).await;
-            let _ = child.wait().await;
-            self.current_pgid.store(0, Ordering::SeqCst);
-            return ToolOutput::error(format!("could not record the command's process: {e}"));
-        }
+        let recorded = match self.inner.deathwatch.watch(pgid).await {
+            Ok(watched) => store
+                .set_pgid(self.task.id, self.task.attempt, pgid)
+                .await
+                .map(|()| watched)
+                .map_err(|e| format!("could not record the command's process: {e}")),
+            Err(e) => Err(format!("could not watch the command's process: {e}")),
+        };
+        let watched = match recorded {
+            Ok(w) => w,
+            Err(reason) => {
+                drop(gate);
+                runner::terminate_group(pgid, self.inner.cfg.kill_grace).await;
+                let _ = child.wait().await;
+                runner::reap_orphans(pgid);
+                self.current_pgid.store(0, Ordering::SeqCst);
+                return ToolOutput::error(reason);
+            }
+        };
         let out = tokio::spawn(keep(stdout));
         let err = tokio::spawn(keep(stderr));
         let _ = runner::open_gate(gate).await;
@@ -165,6 +177,7 @@ impl ShellTool<'_> {
             }
         };
         runner::reap_orphans(pgid);
+        drop(watched);
         self.current_pgid.store(0, Ordering::SeqCst);
         let bound = Duration::from_secs(5);
         let stdout = tokio::time::timeout(bound, out)

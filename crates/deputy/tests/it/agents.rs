@@ -525,7 +525,7 @@ async fn an_agent_killed_with_its_daemon_is_recovered_and_its_trace_interrupted(
         .task;
     eventually("the tool command runs", || processes_of(task.id).len() >= 2).await;
     let leftovers = processes_of(task.id);
-    d.kill9();
+    d.kill9_with_guard();
     let d = ChildDaemon::spawn(&data, &env).await;
     for p in &leftovers {
         assert!(!alive(*p), "tool process {p} survived the restart");

@@ -369,6 +369,44 @@ impl ChildDaemon {
         self.child.wait().unwrap();
     }
 
+    /// The daemon's process guard (its death watch): the `sh` child reading the list.
+    pub fn guard_pid(&self) -> Option<i32> {
+        let daemon = self.pid().to_string();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|&pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let ppid = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().nth(1));
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                ppid == Some(daemon.as_str())
+                    && String::from_utf8_lossy(&cmdline).contains("while read -r op pg")
+            })
+    }
+
+    /// `kill -9` of the daemon *and* its process guard at once (as when a whole service
+    /// is killed): nothing kills the tasks' groups then, until recovery on restart. The
+    /// daemon is stopped first, so it cannot start a new guard in between.
+    pub fn kill9_with_guard(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        kill(Pid::from_raw(self.pid()), Signal::SIGSTOP).unwrap();
+        let guard = self.guard_pid().expect("the daemon has a process guard");
+        kill(Pid::from_raw(guard), Signal::SIGKILL).unwrap();
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while alive(guard) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the guard survived SIGKILL"
+            );
+            std::thread::yield_now();
+        }
+        self.kill9();
+    }
+
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.pid()),

@@ -49,8 +49,9 @@ async fn kill_9_then_restart_recovers_without_running_anything_twice() {
         );
     }
 
-    d.kill9();
-    // The daemon is gone; its tasks' background processes are still there, orphaned.
+    d.kill9_with_guard();
+    // The daemon is gone, and its guard with it; its tasks' background processes are
+    // still there, orphaned.
     assert!(
         grandchildren.iter().any(|&p| alive(p)),
         "the test needs leftovers to recover"
@@ -112,6 +113,30 @@ async fn kill_9_then_restart_recovers_without_running_anything_twice() {
         })
         .count();
     assert_eq!(interrupted, 2);
+}
+
+#[tokio::test]
+async fn when_the_daemon_is_killed_its_tasks_whole_process_groups_die_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut d = ChildDaemon::spawn(&data, &[("DEPUTY_PARALLEL", "2")]).await;
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        tasks.push(d.client.submit(&sh(LONG)).await.unwrap().task.id);
+    }
+    for id in &tasks {
+        wait_output(&d.client, *id, "bg=").await;
+    }
+    let before: Vec<i32> = tasks.iter().flat_map(|id| processes_of(*id)).collect();
+    // Each task: its shell, a background sleep and a foreground sleep.
+    assert!(before.len() >= 4, "the tasks' processes: {before:?}");
+    d.kill9();
+    // No restart: the guard saw the daemon's end of its pipe close, and killed the
+    // groups, grandchildren included (a parent-death signal reaches only the leader).
+    eventually("every process of the killed daemon's tasks to die", || {
+        tasks.iter().all(|id| processes_of(*id).is_empty())
+    })
+    .await;
 }
 
 #[tokio::test]
