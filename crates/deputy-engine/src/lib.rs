@@ -299,6 +299,11 @@ impl Engine {
         let writes = self.inner.store.write_counts();
         catch_up(&m.store_writes, writes.writes);
         catch_up(&m.store_write_batches, writes.batches);
+        let seen = m.store_write_seconds.get();
+        let busy = writes.busy.as_secs_f64();
+        if busy > seen {
+            m.store_write_seconds.inc_by(busy - seen);
+        }
         Ok(m.render())
     }
 

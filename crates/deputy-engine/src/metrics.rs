@@ -60,6 +60,8 @@ pub struct Metrics {
     /// Writes the store committed (or rolled back), and the transactions they took.
     pub store_writes: Counter,
     pub store_write_batches: Counter,
+    /// Seconds inside those transactions (on PostgreSQL: holding the write lock).
+    pub store_write_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -159,9 +161,16 @@ impl Metrics {
             "Transactions those writes took (group commit: writes per batch is the saving)",
             store_write_batches.clone(),
         );
+        let store_write_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "store_write_seconds",
+            "Seconds the writer spent inside those transactions (on PostgreSQL, holding the cluster's write lock)",
+            store_write_seconds.clone(),
+        );
         Arc::new(Self {
             registry,
             store_writes,
+            store_write_seconds,
             store_write_batches,
             tasks,
             queue_depth,

@@ -298,4 +298,9 @@ pub trait Store: Send + Sync + 'static {
 pub struct WriteCounts {
     pub writes: u64,
     pub batches: u64,
+    /// Time those transactions held the write lock (from taking it to the commit; on
+    /// SQLite, from the first statement). On PostgreSQL the lock is cluster-wide, so its
+    /// share of wall time summed over nodes says how close the cluster is to being bound
+    /// by it.
+    pub busy: std::time::Duration,
 }

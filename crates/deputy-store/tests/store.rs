@@ -583,6 +583,10 @@ async fn concurrent_writes_share_transactions_and_each_loser_changes_nothing(s: 
     let after = s.write_counts();
     assert_eq!(after.writes - before.writes, 2 * N as u64);
     assert!(
+        after.busy > before.busy,
+        "the time inside batches was not counted"
+    );
+    assert!(
         after.batches - before.batches < N as u64,
         "{} writes took {} transactions: they were not grouped",
         2 * N,

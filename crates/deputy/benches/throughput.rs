@@ -480,24 +480,50 @@ async fn drain_noops(urls: &[String], n: usize) -> anyhow::Result<Duration> {
     Ok(start.elapsed())
 }
 
-/// The daemon's group commit so far: (writes, transactions).
-async fn write_counts(url: &str) -> anyhow::Result<(u64, u64)> {
+/// The daemon's group commit so far.
+#[derive(Clone, Copy, Default)]
+struct Writes {
+    writes: u64,
+    batches: u64,
+    /// Seconds inside those transactions (on PostgreSQL, holding the write lock).
+    busy: f64,
+}
+
+impl std::ops::Add for Writes {
+    type Output = Writes;
+    fn add(self, o: Writes) -> Writes {
+        Writes {
+            writes: self.writes + o.writes,
+            batches: self.batches + o.batches,
+            busy: self.busy + o.busy,
+        }
+    }
+}
+
+async fn write_counts(url: &str) -> anyhow::Result<Writes> {
     let text = reqwest::get(format!("{url}/metrics")).await?.text().await?;
     let value = |name: &str| {
         text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
-            .unwrap_or(0)
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(0.0)
     };
-    Ok((
-        value("deputy_store_writes_total"),
-        value("deputy_store_write_batches_total"),
-    ))
+    Ok(Writes {
+        writes: value("deputy_store_writes_total") as u64,
+        batches: value("deputy_store_write_batches_total") as u64,
+        busy: value("deputy_store_write_seconds_total"),
+    })
 }
 
-fn per_batch((writes, batches): (u64, u64)) -> String {
+/// Writes per transaction, and how long the transactions were open (`wall`: the run's
+/// duration; busy / wall near 100% across nodes means the write lock is the limit).
+fn per_batch(w: Writes, wall: Duration) -> String {
     format!(
-        "{writes} writes in {batches} transactions ({:.1} per transaction)",
-        writes as f64 / batches.max(1) as f64
+        "{} writes in {} transactions ({:.1} per transaction, {:.2} ms each, open {:.0}% of the run)",
+        w.writes,
+        w.batches,
+        w.writes as f64 / w.batches.max(1) as f64,
+        w.busy * 1e3 / w.batches.max(1) as f64,
+        100.0 * w.busy / wall.as_secs_f64()
     )
 }
 
@@ -528,7 +554,7 @@ async fn cluster() -> anyhow::Result<()> {
     println!(
         "  SQLite, 1 node      : {:>8.0} tasks/s ({sqlite:.2?}); {}",
         rate(sqlite),
-        per_batch(sqlite_writes)
+        per_batch(sqlite_writes, sqlite)
     );
     let Ok(pg) = std::env::var("DEPUTY_TEST_DATABASE_URL") else {
         println!("  PostgreSQL: skipped (set DEPUTY_TEST_DATABASE_URL to measure it)");
@@ -545,18 +571,17 @@ async fn cluster() -> anyhow::Result<()> {
     let a = ChildDaemon::start(&dir.path().join("pg2a"), &db).await?;
     let b = ChildDaemon::start(&dir.path().join("pg2b"), &db).await?;
     let pg2 = drain_noops(&[a.url.clone(), b.url.clone()], N).await?;
-    let (wa, ba) = write_counts(&a.url).await?;
-    let (wb, bb) = write_counts(&b.url).await?;
+    let pg2_writes = write_counts(&a.url).await? + write_counts(&b.url).await?;
     drop((a, b));
     println!(
         "  PostgreSQL, 1 node  : {:>8.0} tasks/s ({pg1:.2?}); {}",
         rate(pg1),
-        per_batch(pg1_writes)
+        per_batch(pg1_writes, pg1)
     );
     println!(
         "  PostgreSQL, 2 nodes : {:>8.0} tasks/s ({pg2:.2?}); {}",
         rate(pg2),
-        per_batch((wa + wb, ba + bb))
+        per_batch(pg2_writes, pg2)
     );
     println!(
         "  ratio PostgreSQL 2 nodes / 1 node: {:.2}x; PostgreSQL 1 node / SQLite: {:.2}x (aim: >= 20k/s SQLite, >= 5k/s PostgreSQL)",

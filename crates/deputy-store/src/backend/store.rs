@@ -459,8 +459,7 @@ impl Store for DbStore {
     }
 
     fn write_counts(&self) -> crate::WriteCounts {
-        let (writes, batches) = self.writer.counts();
-        crate::WriteCounts { writes, batches }
+        self.writer.counts()
     }
 
     async fn close(&self) {

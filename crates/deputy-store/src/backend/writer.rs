@@ -26,6 +26,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -119,6 +120,9 @@ pub(super) struct Writer {
 pub(super) struct WriterStats {
     pub(super) writes: AtomicU64,
     pub(super) batches: AtomicU64,
+    /// Time spent inside batch transactions once they hold the write lock (on
+    /// PostgreSQL: the cluster-wide advisory lock; waiting for it is not counted).
+    pub(super) busy_nanos: AtomicU64,
 }
 
 impl Writer {
@@ -137,12 +141,13 @@ impl Writer {
         Writer { queue, stats }
     }
 
-    /// (writes, batches) committed or rolled back so far.
-    pub(super) fn counts(&self) -> (u64, u64) {
-        (
-            self.stats.writes.load(Ordering::Relaxed),
-            self.stats.batches.load(Ordering::Relaxed),
-        )
+    /// What the writer has done so far.
+    pub(super) fn counts(&self) -> crate::WriteCounts {
+        crate::WriteCounts {
+            writes: self.stats.writes.load(Ordering::Relaxed),
+            batches: self.stats.batches.load(Ordering::Relaxed),
+            busy: Duration::from_nanos(self.stats.busy_nanos.load(Ordering::Relaxed)),
+        }
     }
 
     /// Runs `work` in the next batch and returns its result once the batch committed.
@@ -200,7 +205,10 @@ async fn run(
             }
         }
         let announces = batch.iter().any(|w| w.announces());
-        let outcome = commit_batch(&mut conn, &mut batch, announces).await;
+        let mut held = Duration::ZERO;
+        let outcome = commit_batch(&mut conn, &mut batch, announces, &mut held).await;
+        let held = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX);
+        stats.busy_nanos.fetch_add(held, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats
             .writes
@@ -216,22 +224,27 @@ async fn run(
 }
 
 /// Runs every write of the batch in one transaction and commits it: optimistically
-/// first, and with a savepoint per write only when one of them failed.
+/// first, and with a savepoint per write only when one of them failed. Adds to `held`
+/// the time its transactions held the write lock.
 async fn commit_batch(
     conn: &mut Conn,
     batch: &mut [Box<dyn PendingWrite>],
     announces: bool,
+    held: &mut Duration,
 ) -> Result<()> {
     if let [only] = batch
         && only.single_statement()
     {
         // One statement is atomic by itself: no BEGIN and COMMIT around it.
+        let started = Instant::now();
         only.run(conn).await;
+        *held += started.elapsed();
         return Ok(());
     }
     if batch.len() > 1 && dialect::ROLLBACK_RESTORES_SEQ {
         let mut tx = conn.begin().await?;
         dialect::begin_write(&mut tx).await?;
+        let locked = Instant::now();
         let mut all_ok = true;
         for w in batch.iter_mut() {
             if !w.run(&mut tx).await {
@@ -240,29 +253,46 @@ async fn commit_batch(
             }
         }
         if all_ok {
-            return finish(tx, announces).await;
+            let r = finish(tx, announces).await;
+            *held += locked.elapsed();
+            return r;
         }
-        tx.rollback().await?;
+        let r = tx.rollback().await;
+        *held += locked.elapsed();
+        r?;
     }
     let mut tx = conn.begin().await?;
     dialect::begin_write(&mut tx).await?;
+    let locked = Instant::now();
+    let r = run_each(&mut tx, batch).await;
+    let r = match r {
+        Ok(true) => finish(tx, announces).await,
+        Ok(false) => tx.rollback().await.map_err(Into::into),
+        Err(e) => Err(e),
+    };
+    *held += locked.elapsed();
+    r
+}
+
+/// Runs the writes in `tx`, each in its own savepoint when there are several. Ok(false):
+/// the batch was one write and it failed (the transaction must be rolled back).
+async fn run_each(
+    tx: &mut sqlx::Transaction<'_, dialect::Db>,
+    batch: &mut [Box<dyn PendingWrite>],
+) -> Result<bool> {
     if let [only] = batch {
         // Alone, a write needs no savepoint: its failure rolls back the whole transaction.
-        if !only.run(&mut tx).await {
-            tx.rollback().await?;
-            return Ok(());
-        }
-    } else {
-        for w in batch.iter_mut() {
-            let mut savepoint = Connection::begin(&mut *tx).await?;
-            if w.run(&mut savepoint).await {
-                savepoint.commit().await?;
-            } else {
-                savepoint.rollback().await?;
-            }
+        return Ok(only.run(tx).await);
+    }
+    for w in batch.iter_mut() {
+        let mut savepoint = Connection::begin(&mut **tx).await?;
+        if w.run(&mut savepoint).await {
+            savepoint.commit().await?;
+        } else {
+            savepoint.rollback().await?;
         }
     }
-    finish(tx, announces).await
+    Ok(true)
 }
 
 async fn finish(mut tx: sqlx::Transaction<'_, dialect::Db>, announces: bool) -> Result<()> {
