@@ -126,6 +126,19 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         parallel: Option<u32>,
     },
+    /// A schedule was created, paused, resumed or removed, or one of its ticks fired
+    /// (submitting `tasks`) or was skipped.
+    #[serde(rename = "schedule.updated")]
+    ScheduleUpdated {
+        schedule: String,
+        /// `created`, `paused`, `resumed`, `removed`, `fired` or `skipped`.
+        action: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_fire_at: Option<crate::time::Millis>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+        tasks: Vec<crate::TaskId>,
+    },
 }
 
 impl EventBody {
@@ -138,6 +151,7 @@ impl EventBody {
             EventBody::TaskCancelRequested { .. } => "task.cancel_requested",
             EventBody::TaskAgent { .. } => "task.agent",
             EventBody::QueueUpdated { .. } => "queue.updated",
+            EventBody::ScheduleUpdated { .. } => "schedule.updated",
         }
     }
 

@@ -14,6 +14,7 @@ pub mod limits;
 mod openapi;
 pub mod output;
 pub mod retry;
+pub mod schedule;
 pub mod size;
 pub mod spec;
 pub mod status;
