@@ -19,6 +19,7 @@ mod recovery;
 pub mod resources;
 pub mod runner;
 mod scheduler;
+pub mod schedules;
 pub mod supervisor;
 
 use deputy_llm::providers::ProviderConfig;

@@ -1,0 +1,3 @@
+//! Recurring schedules: checking a new one, and firing due ticks.
+
+pub mod timing;
