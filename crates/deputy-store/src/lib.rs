@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use deputy_core::submit::ValidTask;
 use deputy_core::time::Millis;
 use deputy_core::trace::{LlmRecord, LlmRun};
+use deputy_core::schedule::{Schedule, ScheduleRun};
 use deputy_core::{Attempt, Event, EventBody, IdRef, NodeId, Status, Stream, Task, TaskId};
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +73,10 @@ pub enum StoreError {
     /// write did not happen. Retrying it is safe.
     #[error("the database write did not commit: {0}")]
     WriteFailed(String),
+    /// The schedule's tick was fired, or the schedule paused or removed, by someone else
+    /// since it was read; nothing changed.
+    #[error("schedule `{0}` changed since it was read (another node fired it, or it was paused or removed)")]
+    ScheduleMoved(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -290,7 +295,56 @@ pub trait Store: Send + Sync + 'static {
     async fn trace(&self, id: TaskId) -> Result<Vec<LlmRun>>;
     /// Writes committed (or rolled back) so far, and the transactions they took.
     fn write_counts(&self) -> WriteCounts;
+
+    /// Stores a new schedule (its `next_fire_at` computed by the caller).
+    async fn add_schedule(&self, schedule: Schedule) -> Result<Schedule>;
+    async fn schedule(&self, name: &str) -> Result<Schedule>;
+    async fn schedules(&self) -> Result<Vec<Schedule>>;
+    /// The latest runs of a schedule, newest first.
+    async fn schedule_runs(&self, name: &str, limit: u32) -> Result<Vec<ScheduleRun>>;
+    /// Pauses, or resumes with `next_fire_at` as the next tick.
+    async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        next_fire_at: Option<Millis>,
+        now: Millis,
+    ) -> Result<Schedule>;
+    /// Deletes a schedule; the tasks it submitted stay.
+    async fn remove_schedule(&self, name: &str, now: Millis) -> Result<()>;
+    /// Unpaused schedules due at `now`, soonest first.
+    async fn due_schedules(&self, now: Millis, limit: u32) -> Result<Vec<Schedule>>;
+    /// The soonest tick of any unpaused schedule.
+    async fn next_schedule_at(&self) -> Result<Option<Millis>>;
+    /// Fires a due tick: a compare-and-set on its `next_fire_at` together with the tasks
+    /// it submits. [`StoreError::ScheduleMoved`] when someone else got there first.
+    async fn fire_schedule(&self, fire: Fire) -> Result<Fired>;
     async fn close(&self);
+}
+
+/// One firing of a schedule, as the engine planned it.
+#[derive(Debug, Clone)]
+pub struct Fire {
+    pub name: String,
+    /// The `next_fire_at` the plan was made from: the compare-and-set.
+    pub expected_next: Millis,
+    /// The schedule's next tick after this firing.
+    pub next_fire_at: Option<Millis>,
+    /// The runs to submit: each tick with its validated task.
+    pub runs: Vec<(Millis, ValidTask)>,
+    /// Ticks the missed policy dropped.
+    pub skipped: u64,
+    pub now: Millis,
+}
+
+/// What a firing did.
+#[derive(Debug, Clone)]
+pub struct Fired {
+    pub submitted: Vec<Submitted>,
+    /// Ticks that submitted nothing (missed, or overlapping a run still going).
+    pub skipped: u64,
+    /// Old runs deleted by retention.
+    pub cleaned: u64,
 }
 
 /// What group commit did: `writes / batches` is how many writes shared a transaction.

@@ -10,7 +10,8 @@ use deputy_core::trace::{LlmAttempt, LlmRecord, RecordStatus, Usage};
 use deputy_core::{Command, EventBody, NodeId, Status};
 use deputy_store::postgres::PgStore;
 use deputy_store::sqlite::SqliteStore;
-use deputy_store::{CancelOutcome, Finish, Store, StoreError};
+use deputy_core::schedule::{MissedPolicy, OverlapPolicy, Schedule, Trigger};
+use deputy_store::{CancelOutcome, Finish, Fire, Store, StoreError};
 use sqlx::postgres::PgConnectOptions;
 
 const PG_ENV: &str = "DEPUTY_TEST_DATABASE_URL";
@@ -106,6 +107,9 @@ on_both_backends!(
     trace_statuses_never_regress_and_end_with_the_attempt,
     concurrent_writes_share_transactions_and_each_loser_changes_nothing,
     a_batched_claim_takes_the_best_tasks_up_to_each_groups_free_slots,
+    a_tick_fires_once_and_a_racing_firing_changes_nothing,
+    overlapping_runs_follow_the_schedules_policy,
+    a_schedule_keeps_its_newest_runs_and_cleans_older_finished_ones,
 );
 
 fn valid(line: &str, tweak: impl FnOnce(&mut NewTask)) -> ValidTask {
@@ -671,4 +675,175 @@ async fn a_batched_claim_takes_the_best_tasks_up_to_each_groups_free_slots(s: Ar
     let two = s.groups().await.unwrap();
     let two = two.iter().find(|g| g.name == "two").unwrap();
     assert_eq!(two.running, 2);
+}
+
+fn schedule(name: &str, overlap: OverlapPolicy, keep_runs: u32) -> Schedule {
+    Schedule {
+        name: name.into(),
+        trigger: Trigger::Every {
+            ms: 1000,
+            anchor: 0,
+        },
+        task: NewTask {
+            command: Some(Command::Line("true".into())),
+            ..NewTask::default()
+        },
+        missed: MissedPolicy::Skip,
+        catch_up_limit: 10,
+        overlap,
+        keep_runs,
+        paused: false,
+        next_fire_at: Some(1000),
+        last_fire_at: None,
+        fired: 0,
+        skipped: 0,
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+fn fire(name: &str, ticks: &[i64], next: i64) -> Fire {
+    Fire {
+        name: name.into(),
+        expected_next: ticks[0],
+        next_fire_at: Some(next),
+        runs: ticks.iter().map(|&t| (t, valid("true", |_| {}))).collect(),
+        skipped: 0,
+        now: ticks[ticks.len() - 1],
+    }
+}
+
+async fn a_tick_fires_once_and_a_racing_firing_changes_nothing(s: Arc<dyn Store>) {
+    s.add_schedule(schedule("nightly", OverlapPolicy::Allow, 100))
+        .await
+        .unwrap();
+    let again = s.add_schedule(schedule("nightly", OverlapPolicy::Allow, 100)).await;
+    assert!(matches!(again, Err(StoreError::Invalid(m)) if m.contains("already exists")));
+    // Two nodes planned the same tick from the same read: one wins.
+    let (a, b) = tokio::join!(
+        s.fire_schedule(fire("nightly", &[1000], 2000)),
+        s.fire_schedule(fire("nightly", &[1000], 2000))
+    );
+    let (won, lost) = match (a, b) {
+        (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+        other => panic!("exactly one firing must win: {other:?}"),
+    };
+    assert!(matches!(lost, StoreError::ScheduleMoved(n) if n == "nightly"));
+    assert_eq!(won.submitted.len(), 1);
+    let runs = s.schedule_runs("nightly", 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!((runs[0].tick, runs[0].task), (1000, won.submitted[0].task.id));
+    let stored = s.schedule("nightly").await.unwrap();
+    assert_eq!((stored.next_fire_at, stored.fired), (Some(2000), 1));
+    assert_eq!(s.next_schedule_at().await.unwrap(), Some(2000));
+    assert!(s.due_schedules(1999, 10).await.unwrap().is_empty());
+    assert_eq!(s.due_schedules(2000, 10).await.unwrap().len(), 1);
+    // A paused schedule is not due and cannot be fired; resuming sets the next tick.
+    s.set_schedule_paused("nightly", true, None, 1500).await.unwrap();
+    assert!(s.due_schedules(5000, 10).await.unwrap().is_empty());
+    assert!(matches!(
+        s.fire_schedule(fire("nightly", &[2000], 3000)).await,
+        Err(StoreError::ScheduleMoved(_))
+    ));
+    let resumed = s
+        .set_schedule_paused("nightly", false, Some(9000), 8500)
+        .await
+        .unwrap();
+    assert_eq!((resumed.paused, resumed.next_fire_at), (false, Some(9000)));
+    // The log says what happened to the schedule.
+    let actions: Vec<String> = s
+        .events_after(0, 1000, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.body {
+            EventBody::ScheduleUpdated { action, .. } => Some(action),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(actions, ["created", "fired", "paused", "resumed"]);
+    s.remove_schedule("nightly", 9100).await.unwrap();
+    assert!(matches!(s.schedule("nightly").await, Err(StoreError::NotFound(_))));
+    // The task it submitted stays.
+    s.get(won.submitted[0].task.id).await.unwrap();
+}
+
+async fn overlapping_runs_follow_the_schedules_policy(s: Arc<dyn Store>) {
+    for (name, overlap) in [
+        ("skip", OverlapPolicy::Skip),
+        ("queue", OverlapPolicy::Queue),
+        ("allow", OverlapPolicy::Allow),
+    ] {
+        s.add_schedule(schedule(name, overlap, 100)).await.unwrap();
+        let first = s.fire_schedule(fire(name, &[1000], 2000)).await.unwrap();
+        let first = &first.submitted[0].task;
+        // The first run is still queued when the next tick comes.
+        let second = s.fire_schedule(fire(name, &[2000], 3000)).await.unwrap();
+        let stored = s.schedule(name).await.unwrap();
+        match overlap {
+            OverlapPolicy::Skip => {
+                assert!(second.submitted.is_empty());
+                assert_eq!((second.skipped, stored.skipped, stored.fired), (1, 1, 1));
+            }
+            OverlapPolicy::Queue => {
+                let t = &second.submitted[0].task;
+                assert_eq!(t.status, Status::Blocked, "a queued run waits for the one going");
+                assert_eq!(t.depends_on.len(), 1);
+                assert_eq!(t.depends_on[0].task, first.id);
+                assert_eq!(stored.fired, 2);
+            }
+            OverlapPolicy::Allow => {
+                assert_eq!(second.submitted[0].task.status, Status::Queued);
+                assert_eq!(stored.fired, 2);
+            }
+        }
+    }
+    // Catching up several ticks at once runs them one after another.
+    s.add_schedule(schedule("chain", OverlapPolicy::Skip, 100))
+        .await
+        .unwrap();
+    let caught = s
+        .fire_schedule(fire("chain", &[1000, 2000, 3000], 4000))
+        .await
+        .unwrap();
+    let ts: Vec<_> = caught.submitted.iter().map(|x| &x.task).collect();
+    assert_eq!(ts.len(), 3);
+    assert_eq!(ts[0].status, Status::Queued);
+    assert_eq!(ts[1].depends_on[0].task, ts[0].id);
+    assert_eq!(ts[2].depends_on[0].task, ts[1].id);
+}
+
+async fn a_schedule_keeps_its_newest_runs_and_cleans_older_finished_ones(s: Arc<dyn Store>) {
+    s.add_schedule(schedule("kept", OverlapPolicy::Allow, 2))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for k in 1..=4 {
+        let tick = k * 1000;
+        let f = s.fire_schedule(fire("kept", &[tick], tick + 1000)).await.unwrap();
+        let id = f.submitted[0].task.id;
+        ids.push(id);
+        // Each run but the first finishes before the next tick; the first keeps running.
+        let t = s.claim(&node(), 60_000, tick).await.unwrap().unwrap();
+        assert_eq!(t.id, id);
+        if k != 1 {
+            s.finish(finish(&t, Status::Succeeded, None)).await.unwrap();
+        }
+    }
+    let runs: Vec<_> = s
+        .schedule_runs("kept", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.task)
+        .collect();
+    // The two newest stay; of the older ones the finished second is gone, and the first,
+    // still running, stays.
+    assert_eq!(runs, vec![ids[3], ids[2], ids[0]]);
+    assert!(matches!(s.get(ids[1]).await, Err(StoreError::NotFound(_))));
+    assert!(
+        s.events_after(0, 1000, Some(ids[1])).await.unwrap().is_empty(),
+        "a cleaned run's events go with it"
+    );
+    s.get(ids[0]).await.unwrap();
 }

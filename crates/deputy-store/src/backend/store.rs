@@ -15,9 +15,11 @@ use tokio::sync::Notify;
 
 use super::dialect::{self, Db, sql};
 use super::writer::{WriteKind, Writer};
-use super::{output, rows, tasks, trace};
+use super::{output, rows, schedules, tasks, trace};
+use deputy_core::schedule::{Schedule, ScheduleRun};
+
 use crate::{
-    CancelOutcome, Finish, Group, ListQuery, OutputBatch, Page, Result, StatusCounts, Store,
+    CancelOutcome, Fire, Fired, Finish, Group, ListQuery, OutputBatch, Page, Result, StatusCounts, Store,
     StoreError, StoredChunk, Submitted,
 };
 
@@ -460,6 +462,77 @@ impl Store for DbStore {
 
     fn write_counts(&self) -> crate::WriteCounts {
         self.writer.counts()
+    }
+
+    async fn add_schedule(&self, schedule: Schedule) -> Result<Schedule> {
+        self.writer
+            .write(WriteKind::Announces, move |c| {
+                let s = schedule.clone();
+                Box::pin(async move { schedules::add(c, &s).await })
+            })
+            .await
+    }
+
+    async fn schedule(&self, name: &str) -> Result<Schedule> {
+        let mut conn = self.reader.acquire().await?;
+        schedules::get(&mut conn, name).await
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>> {
+        let mut conn = self.reader.acquire().await?;
+        schedules::list(&mut conn).await
+    }
+
+    async fn schedule_runs(&self, name: &str, limit: u32) -> Result<Vec<ScheduleRun>> {
+        let mut conn = self.reader.acquire().await?;
+        schedules::runs(&mut conn, name, limit).await
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        next_fire_at: Option<Millis>,
+        now: Millis,
+    ) -> Result<Schedule> {
+        let name = name.to_string();
+        self.writer
+            .write(WriteKind::Announces, move |c| {
+                let name = name.clone();
+                Box::pin(async move {
+                    schedules::set_paused(c, &name, paused, next_fire_at, now).await
+                })
+            })
+            .await
+    }
+
+    async fn remove_schedule(&self, name: &str, now: Millis) -> Result<()> {
+        let name = name.to_string();
+        self.writer
+            .write(WriteKind::Announces, move |c| {
+                let name = name.clone();
+                Box::pin(async move { schedules::remove(c, &name, now).await })
+            })
+            .await
+    }
+
+    async fn due_schedules(&self, now: Millis, limit: u32) -> Result<Vec<Schedule>> {
+        let mut conn = self.reader.acquire().await?;
+        schedules::due(&mut conn, now, limit).await
+    }
+
+    async fn next_schedule_at(&self) -> Result<Option<Millis>> {
+        let mut conn = self.reader.acquire().await?;
+        schedules::next_at(&mut conn).await
+    }
+
+    async fn fire_schedule(&self, fire: Fire) -> Result<Fired> {
+        self.writer
+            .write(WriteKind::Announces, move |c| {
+                let f = fire.clone();
+                Box::pin(async move { schedules::fire(c, &f).await })
+            })
+            .await
     }
 
     async fn close(&self) {

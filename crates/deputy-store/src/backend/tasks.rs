@@ -951,14 +951,21 @@ pub(super) async fn clean(conn: &mut Conn, before: Millis) -> Result<u64> {
     .fetch_all(&mut *conn)
     .await?;
     for id in &ids {
-        sqlx::query(sql("DELETE FROM events WHERE task_id = ?"))
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query(sql("DELETE FROM tasks WHERE id = ?"))
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
+        delete_task(conn, id).await?;
     }
     Ok(ids.len() as u64)
+}
+
+/// Deletes one task with its events; its output, attempts, edges and schedule run go
+/// with it (foreign keys cascade).
+pub(super) async fn delete_task(conn: &mut Conn, id: &str) -> Result<()> {
+    sqlx::query(sql("DELETE FROM events WHERE task_id = ?"))
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(sql("DELETE FROM tasks WHERE id = ?"))
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

@@ -16,6 +16,9 @@ mod output;
 #[path = "../backend/rows.rs"]
 #[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod rows;
+#[path = "../backend/schedules.rs"]
+#[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
+mod schedules;
 #[path = "../backend/store.rs"]
 #[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod store;
@@ -148,6 +151,10 @@ impl PgStore {
             (
                 "agents",
                 include_str!("../../migrations/postgres/0003_agents.sql"),
+            ),
+            (
+                "schedules",
+                include_str!("../../migrations/postgres/0004_schedules.sql"),
             ),
         ])
         .run(&pool)

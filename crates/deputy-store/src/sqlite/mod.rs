@@ -11,6 +11,9 @@ mod output;
 #[path = "../backend/rows.rs"]
 #[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod rows;
+#[path = "../backend/schedules.rs"]
+#[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
+mod schedules;
 #[path = "../backend/store.rs"]
 #[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod store;
@@ -98,6 +101,10 @@ impl SqliteStore {
             (
                 "agents",
                 include_str!("../../migrations/sqlite/0003_agents.sql"),
+            ),
+            (
+                "schedules",
+                include_str!("../../migrations/sqlite/0004_schedules.sql"),
             ),
         ])
         .run(&writer)
