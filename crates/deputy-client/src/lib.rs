@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use deputy_core::api::*;
+use deputy_core::schedule::{NewSchedule, ScheduleView};
 use deputy_core::submit::NewTask;
 use deputy_core::{Event, Task};
 use eventsource_stream::Eventsource;
@@ -230,6 +231,36 @@ impl Client {
                 .json(&GroupUpdate { parallel }),
         )
         .await
+    }
+
+    pub async fn add_schedule(&self, new: &NewSchedule) -> Result<ScheduleView> {
+        self.send(self.req(Method::POST, "/v1/schedules").json(new))
+            .await
+    }
+
+    pub async fn schedules(&self) -> Result<Vec<ScheduleView>> {
+        self.send(self.req(Method::GET, "/v1/schedules")).await
+    }
+
+    pub async fn schedule(&self, name: &str) -> Result<ScheduleView> {
+        self.send(self.req(Method::GET, &format!("/v1/schedules/{}", enc(name))))
+            .await
+    }
+
+    pub async fn pause_schedule(&self, name: &str) -> Result<ScheduleView> {
+        self.send(self.req(Method::POST, &format!("/v1/schedules/{}/pause", enc(name))))
+            .await
+    }
+
+    pub async fn resume_schedule(&self, name: &str) -> Result<ScheduleView> {
+        self.send(self.req(Method::POST, &format!("/v1/schedules/{}/resume", enc(name))))
+            .await
+    }
+
+    pub async fn remove_schedule(&self, name: &str) -> Result<()> {
+        self.send_raw(self.req(Method::DELETE, &format!("/v1/schedules/{}", enc(name))))
+            .await?;
+        Ok(())
     }
 
     pub async fn clean(&self, older_than_days: f64) -> Result<CleanResponse> {

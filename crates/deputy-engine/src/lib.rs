@@ -89,6 +89,8 @@ impl EngineConfig {
 pub enum EngineError {
     #[error("invalid task: {0}")]
     Invalid(#[from] ValidationError),
+    #[error("invalid schedule: {0}")]
+    InvalidSchedule(ValidationError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("task {id} is {status}: {what}")]
@@ -104,6 +106,17 @@ pub enum EngineError {
          deputy needs a working /bin/sh"
     )]
     DeathWatch(std::io::Error),
+}
+
+/// An agent task must name a backend and provider this daemon knows.
+pub(crate) fn check_agent_kind(
+    cfg: &EngineConfig,
+    kind: &deputy_core::TaskKind,
+) -> Result<(), (&'static str, String)> {
+    match kind {
+        deputy_core::TaskKind::Agent { agent } => agent::resolve(cfg, agent).map(|_| ()),
+        _ => Ok(()),
+    }
 }
 
 struct RunningEntry {
@@ -372,12 +385,7 @@ impl Engine {
 
     /// An agent task must name a backend and provider this daemon knows.
     fn check_agent(&self, kind: &deputy_core::TaskKind) -> Result<(), (&'static str, String)> {
-        match kind {
-            deputy_core::TaskKind::Agent { agent } => {
-                agent::resolve(&self.inner.cfg, agent).map(|_| ())
-            }
-            _ => Ok(()),
-        }
+        check_agent_kind(&self.inner.cfg, kind)
     }
 
     /// A new attempt of a finished task; `resume` continues its agent session.

@@ -1,7 +1,7 @@
-//! The scheduler loop. Each pass promotes due tasks, then claims ready ones (as many as
+//! The scheduler loop. Each pass fires due schedules, promotes due tasks, then claims ready ones (as many as
 //! this node has free slots, in one claim) while the machine has room; then it sleeps
 //! until something can change the answer: a wake-up (submit, completion, cancel, queue
-//! change), the next scheduled time, or a new resource sample while admission is holding
+//! change), the next scheduled time or schedule tick, or a new resource sample while admission is holding
 //! tasks back.
 
 use std::sync::Arc;
@@ -17,11 +17,18 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     let mut resources = inner.resources.clone();
     // When the earliest scheduled task becomes ready; promoting is skipped until then.
     let mut next_due: Option<i64> = Some(0);
+    // When the earliest schedule ticks; firing is skipped until then.
+    let mut next_tick: Option<i64> = Some(0);
     loop {
         if inner.stop.is_cancelled() {
             break;
         }
         let now = now_ms();
+        let retry_ticks_at = if next_tick.is_some_and(|at| at <= now) {
+            crate::schedules::fire_due(&inner, now).await
+        } else {
+            None
+        };
         if next_due.is_some_and(|at| at <= now)
             && let Err(e) = inner.store.promote_due(now).await
         {
@@ -71,8 +78,22 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 Some(now_ms() + 1000)
             }
         };
+        next_tick = match inner.store.next_schedule_at().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(%e, "reading the next schedule tick failed");
+                Some(now_ms() + 1000)
+            }
+        };
+        if let Some(retry) = retry_ticks_at {
+            next_tick = next_tick.map(|t| t.max(retry));
+        }
+        let wake_at = match (next_due, next_tick) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let until_due = async {
-            match next_due {
+            match wake_at {
                 Some(at) => {
                     let wait = (at - now_ms()).max(0) as u64;
                     tokio::time::sleep(Duration::from_millis(wait)).await

@@ -78,7 +78,10 @@ impl From<StoreError> for ApiError {
             StoreError::Ambiguous { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "ambiguous_id", e.to_string())
             }
-            StoreError::Conflict { .. } | StoreError::GroupExists(_) => {
+            StoreError::Conflict { .. }
+            | StoreError::GroupExists(_)
+            | StoreError::ScheduleExists(_)
+            | StoreError::ScheduleMoved(_) => {
                 ApiError::conflict(e.to_string())
             }
             StoreError::Invalid(_) => {
@@ -97,7 +100,7 @@ impl From<StoreError> for ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Invalid(v) => {
+            EngineError::Invalid(v) | EngineError::InvalidSchedule(v) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", v.to_string())
             }
             EngineError::Store(s) => s.into(),

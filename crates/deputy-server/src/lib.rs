@@ -10,6 +10,7 @@ pub mod daemon;
 mod error;
 mod listener;
 mod metrics_http;
+mod schedules_api;
 pub mod openapi;
 pub mod replay;
 mod sse;
@@ -66,6 +67,16 @@ pub fn app(state: AppState, max_body: usize, token: Option<auth::Token>) -> Rout
         .route("/v1/groups", get(api::groups).post(api::add_group))
         .route("/v1/groups/{name}", patch(api::update_group))
         .route("/v1/clean", post(api::clean))
+        .route(
+            "/v1/schedules",
+            post(schedules_api::add).get(schedules_api::list),
+        )
+        .route(
+            "/v1/schedules/{name}",
+            get(schedules_api::show).delete(schedules_api::remove),
+        )
+        .route("/v1/schedules/{name}/pause", post(schedules_api::pause))
+        .route("/v1/schedules/{name}/resume", post(schedules_api::resume))
         .route("/metrics", get(metrics_http::metrics))
         .route("/v1/openapi.json", get(openapi_json))
         .nest_service("/mcp", deputy_mcp::http_service(state.self_client.clone()))

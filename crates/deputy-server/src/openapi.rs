@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{api, metrics_http, sse};
+use crate::{api, metrics_http, schedules_api, sse};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,8 @@ use crate::{api, metrics_http, sse};
         api::trace,
         sse::task_events, sse::all_events,
         api::pause, api::resume, api::groups, api::add_group, api::update_group, api::clean,
+        schedules_api::add, schedules_api::list, schedules_api::show, schedules_api::remove,
+        schedules_api::pause, schedules_api::resume,
         metrics_http::metrics,
     ),
     components(schemas(deputy_core::api::BatchResult, deputy_core::EventBody)),

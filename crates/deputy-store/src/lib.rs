@@ -77,6 +77,8 @@ pub enum StoreError {
     /// since it was read; nothing changed.
     #[error("schedule `{0}` changed since it was read (another node fired it, or it was paused or removed)")]
     ScheduleMoved(String),
+    #[error("schedule `{0}` already exists: remove it first with `deputy schedule rm {0}`, or pick another name")]
+    ScheduleExists(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

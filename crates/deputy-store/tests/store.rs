@@ -718,7 +718,7 @@ async fn a_tick_fires_once_and_a_racing_firing_changes_nothing(s: Arc<dyn Store>
         .await
         .unwrap();
     let again = s.add_schedule(schedule("nightly", OverlapPolicy::Allow, 100)).await;
-    assert!(matches!(again, Err(StoreError::Invalid(m)) if m.contains("already exists")));
+    assert!(matches!(again, Err(StoreError::ScheduleExists(n)) if n == "nightly"));
     // Two nodes planned the same tick from the same read: one wins.
     let (a, b) = tokio::join!(
         s.fire_schedule(fire("nightly", &[1000], 2000)),

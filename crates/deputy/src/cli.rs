@@ -59,6 +59,9 @@ pub enum Command {
     Group(GroupCommand),
     /// Delete finished tasks older than N days, with their output.
     Clean(CleanArgs),
+    /// Recurring schedules: `deputy schedule add --cron "0 2 * * *" --tz Europe/Berlin -- make nightly`.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Serve MCP on stdin/stdout for an AI agent (Claude Code, Cursor, ...); starts a
     /// daemon in the background if none is running.
     Mcp,
@@ -306,4 +309,62 @@ pub struct DemoArgs {
     /// Keep the demo's data dir instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Create a schedule: every tick submits the task given by the task flags and the
+    /// command (or, with --agent, the prompt).
+    Add(ScheduleAddArgs),
+    /// List schedules with their next tick.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a schedule, its next ticks and its latest runs.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a schedule's ticks until it is resumed.
+    Pause { name: String },
+    /// Start a paused schedule again from now (ticks missed while paused do not run).
+    Resume { name: String },
+    /// Delete a schedule (the tasks it submitted stay).
+    #[command(visible_alias = "remove")]
+    Rm { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleAddArgs {
+    /// A cron pattern: minute hour day-of-month month day-of-week (an optional seconds
+    /// field first), e.g. "*/5 * * * *" or "0 2 * * MON-FRI".
+    #[arg(long, conflicts_with = "every", required_unless_present = "every")]
+    pub cron: Option<String>,
+    /// A fixed interval instead of a pattern, e.g. 10m or 1h30m.
+    #[arg(long)]
+    pub every: Option<String>,
+    /// The time zone the pattern is read in, e.g. Europe/Berlin (default UTC).
+    #[arg(long, requires = "cron")]
+    pub tz: Option<String>,
+    /// Ticks missed while deputy was down: skip (default), run-once, or catch-up.
+    #[arg(long, value_name = "POLICY")]
+    pub missed: Option<String>,
+    /// With --missed catch-up: at most this many runs (default 10).
+    #[arg(long)]
+    pub catch_up_limit: Option<u32>,
+    /// When a tick comes while the last run still goes: skip (default), allow, or queue.
+    #[arg(long, value_name = "POLICY")]
+    pub overlap: Option<String>,
+    /// Finished runs to keep; older ones are deleted with their output (default 100).
+    #[arg(long)]
+    pub keep_runs: Option<u32>,
+    /// Create it paused.
+    #[arg(long)]
+    pub paused: bool,
+    /// The task: every `deputy submit` flag. `--name` names the schedule (and its runs);
+    /// without it a name is made from the command.
+    #[command(flatten)]
+    pub task: SubmitArgs,
 }

@@ -181,10 +181,7 @@ pub(super) async fn add(conn: &mut Conn, s: &Schedule) -> Result<Schedule> {
     .execute(&mut *conn)
     .await?;
     if r.rows_affected() == 0 {
-        return Err(StoreError::Invalid(format!(
-            "schedule `{}` already exists: remove it first with `deputy schedule rm {}`",
-            s.name, s.name
-        )));
+        return Err(StoreError::ScheduleExists(s.name.clone()));
     }
     append_event(
         conn,

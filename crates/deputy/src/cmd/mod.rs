@@ -4,6 +4,7 @@ mod demo;
 mod follow;
 mod manage;
 mod run;
+mod schedule;
 mod serve;
 mod submit;
 mod trace;
@@ -52,6 +53,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Resume(a) => manage::pause(&cfg, a, false).await,
         Command::Group(g) => manage::group(&cfg, g).await,
         Command::Clean(a) => manage::clean(&cfg, a).await,
+        Command::Schedule(s) => schedule::run(&cfg, s).await,
         Command::Nodes { json } => manage::nodes(&cfg, json).await,
         Command::Mcp => {
             let client = crate::connect::client_or_start(&cfg).await?;
