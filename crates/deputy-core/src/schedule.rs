@@ -344,18 +344,51 @@ mod tests {
     #[test]
     fn bad_schedules_name_the_field_at_fault() {
         for (json, field) in [
-            (r#"{"name": "a b", "every": "1m", "task": {"command": "x"}}"#, "name"),
-            (r#"{"name": "", "every": "1m", "task": {"command": "x"}}"#, "name"),
+            (
+                r#"{"name": "a b", "every": "1m", "task": {"command": "x"}}"#,
+                "name",
+            ),
+            (
+                r#"{"name": "", "every": "1m", "task": {"command": "x"}}"#,
+                "name",
+            ),
             (r#"{"name": "n", "task": {"command": "x"}}"#, "cron"),
-            (r#"{"name": "n", "cron": "* * * * *", "every": "1m", "task": {"command": "x"}}"#, "cron"),
-            (r#"{"name": "n", "cron": "  ", "task": {"command": "x"}}"#, "cron"),
-            (r#"{"name": "n", "every": "10ms", "task": {"command": "x"}}"#, "every"),
-            (r#"{"name": "n", "every": "1m", "tz": "Europe/Berlin", "task": {"command": "x"}}"#, "tz"),
-            (r#"{"name": "n", "every": "1m", "task": {"command": "x", "run_at": "+1m"}}"#, "task.run_at"),
-            (r#"{"name": "n", "every": "1m", "task": {"command": "x", "depends_on": ["abcdef12"]}}"#, "task.depends_on"),
-            (r#"{"name": "n", "every": "1m", "task": {"command": "x", "idempotency_key": "k"}}"#, "task.idempotency_key"),
-            (r#"{"name": "n", "every": "1m", "catch_up_limit": 0, "task": {"command": "x"}}"#, "catch_up_limit"),
-            (r#"{"name": "n", "every": "1m", "keep_runs": 0, "task": {"command": "x"}}"#, "keep_runs"),
+            (
+                r#"{"name": "n", "cron": "* * * * *", "every": "1m", "task": {"command": "x"}}"#,
+                "cron",
+            ),
+            (
+                r#"{"name": "n", "cron": "  ", "task": {"command": "x"}}"#,
+                "cron",
+            ),
+            (
+                r#"{"name": "n", "every": "10ms", "task": {"command": "x"}}"#,
+                "every",
+            ),
+            (
+                r#"{"name": "n", "every": "1m", "tz": "Europe/Berlin", "task": {"command": "x"}}"#,
+                "tz",
+            ),
+            (
+                r#"{"name": "n", "every": "1m", "task": {"command": "x", "run_at": "+1m"}}"#,
+                "task.run_at",
+            ),
+            (
+                r#"{"name": "n", "every": "1m", "task": {"command": "x", "depends_on": ["abcdef12"]}}"#,
+                "task.depends_on",
+            ),
+            (
+                r#"{"name": "n", "every": "1m", "task": {"command": "x", "idempotency_key": "k"}}"#,
+                "task.idempotency_key",
+            ),
+            (
+                r#"{"name": "n", "every": "1m", "catch_up_limit": 0, "task": {"command": "x"}}"#,
+                "catch_up_limit",
+            ),
+            (
+                r#"{"name": "n", "every": "1m", "keep_runs": 0, "task": {"command": "x"}}"#,
+                "keep_runs",
+            ),
         ] {
             let err = parse(json).unwrap_err();
             assert!(err.starts_with(&format!("{field}:")), "{json}: {err}");

@@ -74,16 +74,16 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(_) => ApiError::not_found(e.to_string()),
+            StoreError::NotFound(_) | StoreError::NoSchedule(_) => {
+                ApiError::not_found(e.to_string())
+            }
             StoreError::Ambiguous { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "ambiguous_id", e.to_string())
             }
             StoreError::Conflict { .. }
             | StoreError::GroupExists(_)
             | StoreError::ScheduleExists(_)
-            | StoreError::ScheduleMoved(_) => {
-                ApiError::conflict(e.to_string())
-            }
+            | StoreError::ScheduleMoved(_) => ApiError::conflict(e.to_string()),
             StoreError::Invalid(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
             }

@@ -10,9 +10,9 @@ pub mod daemon;
 mod error;
 mod listener;
 mod metrics_http;
-mod schedules_api;
 pub mod openapi;
 pub mod replay;
+mod schedules_api;
 mod sse;
 
 use axum::Router;

@@ -11,10 +11,10 @@
 //! - Only this crate knows SQL.
 
 use async_trait::async_trait;
+use deputy_core::schedule::{Schedule, ScheduleRun};
 use deputy_core::submit::ValidTask;
 use deputy_core::time::Millis;
 use deputy_core::trace::{LlmRecord, LlmRun};
-use deputy_core::schedule::{Schedule, ScheduleRun};
 use deputy_core::{Attempt, Event, EventBody, IdRef, NodeId, Status, Stream, Task, TaskId};
 use serde::{Deserialize, Serialize};
 
@@ -75,10 +75,16 @@ pub enum StoreError {
     WriteFailed(String),
     /// The schedule's tick was fired, or the schedule paused or removed, by someone else
     /// since it was read; nothing changed.
-    #[error("schedule `{0}` changed since it was read (another node fired it, or it was paused or removed)")]
+    #[error(
+        "schedule `{0}` changed since it was read (another node fired it, or it was paused or removed)"
+    )]
     ScheduleMoved(String),
-    #[error("schedule `{0}` already exists: remove it first with `deputy schedule rm {0}`, or pick another name")]
+    #[error(
+        "schedule `{0}` already exists: remove it first with `deputy schedule rm {0}`, or pick another name"
+    )]
     ScheduleExists(String),
+    #[error("no schedule `{0}`: list them with `deputy schedule ls`")]
+    NoSchedule(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

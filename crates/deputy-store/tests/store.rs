@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
+use deputy_core::schedule::{MissedPolicy, OverlapPolicy, Schedule, Trigger};
 use deputy_core::submit::{NewTask, SubmitDefaults, ValidTask};
 use deputy_core::trace::{LlmAttempt, LlmRecord, RecordStatus, Usage};
 use deputy_core::{Command, EventBody, NodeId, Status};
 use deputy_store::postgres::PgStore;
 use deputy_store::sqlite::SqliteStore;
-use deputy_core::schedule::{MissedPolicy, OverlapPolicy, Schedule, Trigger};
 use deputy_store::{CancelOutcome, Finish, Fire, Store, StoreError};
 use sqlx::postgres::PgConnectOptions;
 
@@ -717,7 +717,9 @@ async fn a_tick_fires_once_and_a_racing_firing_changes_nothing(s: Arc<dyn Store>
     s.add_schedule(schedule("nightly", OverlapPolicy::Allow, 100))
         .await
         .unwrap();
-    let again = s.add_schedule(schedule("nightly", OverlapPolicy::Allow, 100)).await;
+    let again = s
+        .add_schedule(schedule("nightly", OverlapPolicy::Allow, 100))
+        .await;
     assert!(matches!(again, Err(StoreError::ScheduleExists(n)) if n == "nightly"));
     // Two nodes planned the same tick from the same read: one wins.
     let (a, b) = tokio::join!(
@@ -732,14 +734,19 @@ async fn a_tick_fires_once_and_a_racing_firing_changes_nothing(s: Arc<dyn Store>
     assert_eq!(won.submitted.len(), 1);
     let runs = s.schedule_runs("nightly", 10).await.unwrap();
     assert_eq!(runs.len(), 1);
-    assert_eq!((runs[0].tick, runs[0].task), (1000, won.submitted[0].task.id));
+    assert_eq!(
+        (runs[0].tick, runs[0].task),
+        (1000, won.submitted[0].task.id)
+    );
     let stored = s.schedule("nightly").await.unwrap();
     assert_eq!((stored.next_fire_at, stored.fired), (Some(2000), 1));
     assert_eq!(s.next_schedule_at().await.unwrap(), Some(2000));
     assert!(s.due_schedules(1999, 10).await.unwrap().is_empty());
     assert_eq!(s.due_schedules(2000, 10).await.unwrap().len(), 1);
     // A paused schedule is not due and cannot be fired; resuming sets the next tick.
-    s.set_schedule_paused("nightly", true, None, 1500).await.unwrap();
+    s.set_schedule_paused("nightly", true, None, 1500)
+        .await
+        .unwrap();
     assert!(s.due_schedules(5000, 10).await.unwrap().is_empty());
     assert!(matches!(
         s.fire_schedule(fire("nightly", &[2000], 3000)).await,
@@ -763,7 +770,10 @@ async fn a_tick_fires_once_and_a_racing_firing_changes_nothing(s: Arc<dyn Store>
         .collect();
     assert_eq!(actions, ["created", "fired", "paused", "resumed"]);
     s.remove_schedule("nightly", 9100).await.unwrap();
-    assert!(matches!(s.schedule("nightly").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.schedule("nightly").await,
+        Err(StoreError::NoSchedule(_))
+    ));
     // The task it submitted stays.
     s.get(won.submitted[0].task.id).await.unwrap();
 }
@@ -787,7 +797,11 @@ async fn overlapping_runs_follow_the_schedules_policy(s: Arc<dyn Store>) {
             }
             OverlapPolicy::Queue => {
                 let t = &second.submitted[0].task;
-                assert_eq!(t.status, Status::Blocked, "a queued run waits for the one going");
+                assert_eq!(
+                    t.status,
+                    Status::Blocked,
+                    "a queued run waits for the one going"
+                );
                 assert_eq!(t.depends_on.len(), 1);
                 assert_eq!(t.depends_on[0].task, first.id);
                 assert_eq!(stored.fired, 2);
@@ -820,7 +834,10 @@ async fn a_schedule_keeps_its_newest_runs_and_cleans_older_finished_ones(s: Arc<
     let mut ids = Vec::new();
     for k in 1..=4 {
         let tick = k * 1000;
-        let f = s.fire_schedule(fire("kept", &[tick], tick + 1000)).await.unwrap();
+        let f = s
+            .fire_schedule(fire("kept", &[tick], tick + 1000))
+            .await
+            .unwrap();
         let id = f.submitted[0].task.id;
         ids.push(id);
         // Each run but the first finishes before the next tick; the first keeps running.
@@ -842,7 +859,10 @@ async fn a_schedule_keeps_its_newest_runs_and_cleans_older_finished_ones(s: Arc<
     assert_eq!(runs, vec![ids[3], ids[2], ids[0]]);
     assert!(matches!(s.get(ids[1]).await, Err(StoreError::NotFound(_))));
     assert!(
-        s.events_after(0, 1000, Some(ids[1])).await.unwrap().is_empty(),
+        s.events_after(0, 1000, Some(ids[1]))
+            .await
+            .unwrap()
+            .is_empty(),
         "a cleaned run's events go with it"
     );
     s.get(ids[0]).await.unwrap();

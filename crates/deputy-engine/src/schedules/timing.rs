@@ -310,7 +310,11 @@ mod tests {
         );
         assert_eq!(autumn.len(), 50);
         for w in autumn.windows(2) {
-            assert_eq!(w[1] - w[0], 30 * 60 * 1000, "ticks are 30 real minutes apart");
+            assert_eq!(
+                w[1] - w[0],
+                30 * 60 * 1000,
+                "ticks are 30 real minutes apart"
+            );
         }
     }
 
@@ -376,9 +380,15 @@ mod tests {
         let t = every_minute();
         // The 10:30 tick is 30 s late: on time. The 30 before it were missed.
         let skip = plan(&t, due, now, MissedPolicy::Skip, 10);
-        assert_eq!((skip.run.clone(), skip.skipped), (vec![due + 30 * 60_000], 30));
+        assert_eq!(
+            (skip.run.clone(), skip.skipped),
+            (vec![due + 30 * 60_000], 30)
+        );
         let once = plan(&t, due, now, MissedPolicy::RunOnce, 10);
-        assert_eq!((once.run.clone(), once.skipped), (vec![due + 30 * 60_000], 30));
+        assert_eq!(
+            (once.run.clone(), once.skipped),
+            (vec![due + 30 * 60_000], 30)
+        );
         let catch = plan(&t, due, now, MissedPolicy::CatchUp, 5);
         let want: Vec<_> = (26..=30).map(|k| due + k * 60_000).collect();
         assert_eq!((catch.run.clone(), catch.skipped), (want, 26));
@@ -392,7 +402,10 @@ mod tests {
             anchor: 0,
         };
         let skip = plan(&five, 300_000, 420_000, MissedPolicy::Skip, 10);
-        assert_eq!((skip.run, skip.skipped, skip.next), (vec![], 1, Some(600_000)));
+        assert_eq!(
+            (skip.run, skip.skipped, skip.next),
+            (vec![], 1, Some(600_000))
+        );
         let once = plan(&five, 300_000, 420_000, MissedPolicy::RunOnce, 10);
         assert_eq!((once.run, once.skipped), (vec![300_000], 0));
     }

@@ -72,9 +72,7 @@ fn from_row(row: &DbRow) -> Result<Schedule> {
 }
 
 fn not_found(name: &str) -> StoreError {
-    StoreError::NotFound(format!(
-        "schedule `{name}` (list them with `deputy schedule ls`)"
-    ))
+    StoreError::NoSchedule(name.to_string())
 }
 
 pub(super) async fn get(conn: &mut Conn, name: &str) -> Result<Schedule> {
@@ -83,10 +81,10 @@ pub(super) async fn get(conn: &mut Conn, name: &str) -> Result<Schedule> {
         columns!(),
         " FROM schedules WHERE name = ?"
     )))
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| not_found(name))?;
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| not_found(name))?;
     from_row(&row)
 }
 
@@ -108,10 +106,10 @@ pub(super) async fn due(conn: &mut Conn, now: Millis, limit: u32) -> Result<Vec<
         columns!(),
         " FROM schedules WHERE paused = 0 AND next_fire_at <= ? ORDER BY next_fire_at LIMIT ?"
     )))
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await?;
+    .bind(now)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
     rows.iter().map(from_row).collect()
 }
 
@@ -225,7 +223,13 @@ pub(super) async fn set_paused(
     }
     let s = get(conn, name).await?;
     let action = if paused { "paused" } else { "resumed" };
-    append_event(conn, None, &event(name, action, s.next_fire_at, Vec::new()), now).await?;
+    append_event(
+        conn,
+        None,
+        &event(name, action, s.next_fire_at, Vec::new()),
+        now,
+    )
+    .await?;
     Ok(s)
 }
 
@@ -330,7 +334,13 @@ pub(super) async fn fire(conn: &mut Conn, f: &Fire) -> Result<Fired> {
     let cleaned = clean_old_runs(conn, &f.name, s.keep_runs).await?;
     let ids: Vec<TaskId> = submitted.iter().map(|s| s.task.id).collect();
     let action = if ids.is_empty() { "skipped" } else { "fired" };
-    append_event(conn, None, &event(&f.name, action, f.next_fire_at, ids), f.now).await?;
+    append_event(
+        conn,
+        None,
+        &event(&f.name, action, f.next_fire_at, ids),
+        f.now,
+    )
+    .await?;
     Ok(Fired {
         submitted,
         skipped,

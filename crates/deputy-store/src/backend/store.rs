@@ -19,8 +19,8 @@ use super::{output, rows, schedules, tasks, trace};
 use deputy_core::schedule::{Schedule, ScheduleRun};
 
 use crate::{
-    CancelOutcome, Fire, Fired, Finish, Group, ListQuery, OutputBatch, Page, Result, StatusCounts, Store,
-    StoreError, StoredChunk, Submitted,
+    CancelOutcome, Finish, Fire, Fired, Group, ListQuery, OutputBatch, Page, Result, StatusCounts,
+    Store, StoreError, StoredChunk, Submitted,
 };
 
 #[derive(Clone)]
@@ -499,9 +499,9 @@ impl Store for DbStore {
         self.writer
             .write(WriteKind::Announces, move |c| {
                 let name = name.clone();
-                Box::pin(async move {
-                    schedules::set_paused(c, &name, paused, next_fire_at, now).await
-                })
+                Box::pin(
+                    async move { schedules::set_paused(c, &name, paused, next_fire_at, now).await },
+                )
             })
             .await
     }

@@ -94,9 +94,8 @@ fn build(a: ScheduleAddArgs) -> anyhow::Result<NewSchedule> {
         .missed
         .as_deref()
         .map(|m| {
-            MissedPolicy::parse(m).with_context(|| {
-                format!("--missed is skip, run-once or catch-up, not `{m}`")
-            })
+            MissedPolicy::parse(m)
+                .with_context(|| format!("--missed is skip, run-once or catch-up, not `{m}`"))
         })
         .transpose()?;
     let overlap = a
@@ -205,10 +204,7 @@ fn details(v: &ScheduleView) -> String {
     line("overlap", s.overlap.as_str().into());
     line("keep runs", s.keep_runs.to_string());
     line("task", task_text(&s.task));
-    line(
-        "runs",
-        format!("{} fired, {} skipped", s.fired, s.skipped),
-    );
+    line("runs", format!("{} fired, {} skipped", s.fired, s.skipped));
     line("last fired", render::when(s.last_fire_at));
     line(
         "next",
@@ -224,11 +220,7 @@ fn details(v: &ScheduleView) -> String {
     );
     if !v.runs.is_empty() {
         out.push_str("\nlatest runs:\n");
-        let mut rows = vec![vec![
-            "TASK".to_string(),
-            "TICK".into(),
-            "STATUS".into(),
-        ]];
+        let mut rows = vec![vec!["TASK".to_string(), "TICK".into(), "STATUS".into()]];
         for r in &v.runs {
             rows.push(vec![
                 r.task.to_string(),
@@ -243,7 +235,11 @@ fn details(v: &ScheduleView) -> String {
 
 fn task_text(t: &deputy_core::NewTask) -> String {
     if let Some(a) = &t.agent {
-        return format!("agent {}: {}", a.backend.as_deref().unwrap_or("builtin"), render::truncate(&a.prompt, 60));
+        return format!(
+            "agent {}: {}",
+            a.backend.as_deref().unwrap_or("builtin"),
+            render::truncate(&a.prompt, 60)
+        );
     }
     match &t.command {
         Some(deputy_core::Command::Line(l)) => render::truncate(l, 70),
@@ -259,10 +255,16 @@ mod tests {
     #[test]
     fn names_are_made_from_the_command() {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(derived_name(&v(&["cargo test --all"]), false), "cargo-test-all");
+        assert_eq!(
+            derived_name(&v(&["cargo test --all"]), false),
+            "cargo-test-all"
+        );
         assert_eq!(derived_name(&v(&["make", "-k", "x"]), false), "make-k-x");
         assert_eq!(derived_name(&v(&["!!"]), false), "schedule");
-        assert_eq!(derived_name(&v(&["Triage new issues"]), true), "triage-new-issues");
+        assert_eq!(
+            derived_name(&v(&["Triage new issues"]), true),
+            "triage-new-issues"
+        );
         assert!(derived_name(&v(&[&"a ".repeat(100)]), false).len() <= 40);
     }
 }

@@ -226,3 +226,42 @@ async fn a_killed_node_loses_its_tasks_to_the_survivor() {
     drop(b);
     schema.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_fire_each_tick_of_a_schedule_exactly_once() {
+    let Some(schema) = Schema::new().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(dir.path(), "a", &schema.url, &[]).await;
+    let b = node(dir.path(), "b", &schema.url, &[]).await;
+    a.client
+        .add_schedule(&crate::schedules::every_second("both", "true"))
+        .await
+        .unwrap();
+    // Watched from the other node: both race for every tick.
+    crate::schedules::wait_fired(&b.client, "both", 0, 6).await;
+    b.client.pause_schedule("both").await.unwrap();
+    let v = a.client.schedule("both").await.unwrap();
+    crate::schedules::assert_each_tick_once(&v, 1000);
+    let ticks: Vec<i64> = v.runs.iter().rev().map(|r| r.tick).collect();
+    assert!(
+        ticks.windows(2).all(|w| w[1] - w[0] == 1000),
+        "with both nodes up no tick is missed: {ticks:?}"
+    );
+    let listed = a
+        .client
+        .list(&[
+            ("label", "schedule:both".to_string()),
+            ("limit", "1000".to_string()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.tasks.len(),
+        v.runs.len(),
+        "one task per tick, no more"
+    );
+    drop((a, b));
+    schema.drop_now().await;
+}

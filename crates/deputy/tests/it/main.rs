@@ -16,6 +16,7 @@ mod output;
 mod processes;
 mod races;
 mod recovery;
+mod schedules;
 mod scheduling;
 mod streams;
 mod trace;
