@@ -173,6 +173,64 @@ pub struct WaitArgs {
     pub timeout: Option<f64>,
 }
 
+/// ScheduleTask's arguments: when, the policies, and the task (DelegateTask's fields;
+/// `name` names the schedule).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleArgs {
+    /// A cron pattern (minute hour day-of-month month day-of-week), e.g. "0 2 * * *".
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// Instead of cron: a fixed interval such as "10m" or "1h".
+    #[serde(default)]
+    pub every: Option<String>,
+    /// The IANA time zone the cron pattern is read in (default UTC), e.g. "Europe/Berlin".
+    #[serde(default)]
+    pub tz: Option<String>,
+    /// Ticks missed while deputy was down: "skip" (default), "run-once" or "catch-up".
+    #[serde(default)]
+    pub missed: Option<String>,
+    /// With missed "catch-up": at most this many runs (default 10).
+    #[serde(default)]
+    pub catch_up_limit: Option<u32>,
+    /// When a tick comes while the last run still goes: "skip" (default), "allow" or "queue".
+    #[serde(default)]
+    pub overlap: Option<String>,
+    /// Finished runs kept; older ones are deleted (default 100).
+    #[serde(default)]
+    pub keep_runs: Option<u32>,
+    #[serde(flatten)]
+    pub task: DelegateArgs,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleNameArgs {
+    /// The schedule's name.
+    pub name: String,
+}
+
+fn schedule_json(v: &deputy_core::schedule::ScheduleView) -> serde_json::Value {
+    let s = &v.schedule;
+    let at = |t: i64| deputy_core::time::to_rfc3339(t);
+    serde_json::json!({
+        "name": s.name,
+        "trigger": s.trigger,
+        "paused": s.paused,
+        "missed": s.missed,
+        "overlap": s.overlap,
+        "keepRuns": s.keep_runs,
+        "nextFireAt": s.next_fire_at.map(at),
+        "upcoming": v.upcoming.iter().map(|t| at(*t)).collect::<Vec<_>>(),
+        "lastFireAt": s.last_fire_at.map(at),
+        "fired": s.fired,
+        "skipped": s.skipped,
+        "runs": v.runs.iter().map(|r| serde_json::json!({
+            "taskId": r.task, "tick": at(r.tick), "status": r.status,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 #[derive(Clone)]
 pub struct DeputyMcp {
     client: Client,
@@ -221,9 +279,13 @@ fn tool_error(message: impl Into<String>) -> Result<CallToolResult, McpError> {
 }
 
 fn from_client(e: ClientError) -> Result<CallToolResult, McpError> {
+    tool_error(client_message(e))
+}
+
+fn client_message(e: ClientError) -> String {
     match e {
-        ClientError::Api { message, .. } => tool_error(message),
-        other => tool_error(format!("deputy daemon error: {other}")),
+        ClientError::Api { message, .. } => message,
+        other => format!("deputy daemon error: {other}"),
     }
 }
 
@@ -237,16 +299,9 @@ impl DeputyMcp {
     }
 }
 
-#[tool_router]
 impl DeputyMcp {
-    #[tool(
-        name = "DelegateTask",
-        description = "Hand a task to deputy to run in the background: a shell `command`, or an agent `prompt` (deputy's built-in agent or a CLI backend such as claude or codex, optionally in its own git worktree). Returns at once with the task id and status; use WaitForTask, TaskStatus and TaskLogs to follow it."
-    )]
-    async fn delegate_task(
-        &self,
-        Parameters(a): Parameters<DelegateArgs>,
-    ) -> Result<CallToolResult, McpError> {
+    /// The task a DelegateTask (or ScheduleTask) call describes, or what is wrong with it.
+    async fn task_from_args(&self, a: DelegateArgs) -> Result<NewTask, String> {
         let default_kind = if a.command.is_none() && a.prompt.is_some() {
             "agent"
         } else {
@@ -256,10 +311,10 @@ impl DeputyMcp {
             "shell" => None,
             "agent" => {
                 let Some(prompt) = a.prompt.clone().filter(|p| !p.trim().is_empty()) else {
-                    return tool_error("an agent task needs a `prompt` saying what to do");
+                    return Err("an agent task needs a `prompt` saying what to do".into());
                 };
                 if a.command.is_some() {
-                    return tool_error("an agent task takes a `prompt`, not a `command`");
+                    return Err("an agent task takes a `prompt`, not a `command`".into());
                 }
                 let resume_session = match &a.continue_from {
                     None => None,
@@ -267,12 +322,12 @@ impl DeputyMcp {
                         Ok(d) => match d.task.usage.and_then(|u| u.session_id) {
                             Some(s) => Some(s),
                             None => {
-                                return tool_error(format!(
+                                return Err(format!(
                                     "task {id} has no agent session to continue (only CLI agents such as claude report one)"
                                 ));
                             }
                         },
-                        Err(e) => return from_client(e),
+                        Err(e) => return Err(client_message(e)),
                     },
                 };
                 Some(deputy_core::agent::AgentInput {
@@ -289,7 +344,7 @@ impl DeputyMcp {
                 })
             }
             other => {
-                return tool_error(format!(
+                return Err(format!(
                     "kind `{other}` is not known: use \"shell\" or \"agent\""
                 ));
             }
@@ -298,15 +353,16 @@ impl DeputyMcp {
             (Some(_), _) => None,
             (None, Some(c)) if !c.trim().is_empty() => Some(Command::Line(c)),
             (None, _) => {
-                return tool_error(
-                    "give the shell `command` to run (e.g. \"cargo test\"), or a `prompt` for an agent",
+                return Err(
+                    "give the shell `command` to run (e.g. \"cargo test\"), or a `prompt` for an agent"
+                        .into(),
                 );
             }
         };
         let priority = match a.priority.as_deref().map(str::parse::<Priority>) {
             None => None,
             Some(Ok(p)) => Some(p),
-            Some(Err(e)) => return tool_error(e),
+            Some(Err(e)) => return Err(e.to_string()),
         };
         let timeout = match a.timeout {
             None => None,
@@ -314,7 +370,7 @@ impl DeputyMcp {
                 Some(TimeoutInput::Millis((s * 1000.0).ceil() as u64))
             }
             Some(s) => {
-                return tool_error(format!(
+                return Err(format!(
                     "timeout must be a number of seconds above 0, got {s}"
                 ));
             }
@@ -326,7 +382,7 @@ impl DeputyMcp {
                     target: DepTarget::Task(id),
                     mode: deputy_core::DepMode::Success,
                 }),
-                Err(e) => return tool_error(format!("dependsOn: {e}")),
+                Err(e) => return Err(format!("dependsOn: {e}")),
             }
         }
         let task = NewTask {
@@ -343,12 +399,117 @@ impl DeputyMcp {
             idempotency_key: a.idempotency_key,
             ..NewTask::default()
         };
+        Ok(task)
+    }
+}
+
+#[tool_router]
+impl DeputyMcp {
+    #[tool(
+        name = "DelegateTask",
+        description = "Hand a task to deputy to run in the background: a shell `command`, or an agent `prompt` (deputy's built-in agent or a CLI backend such as claude or codex, optionally in its own git worktree). Returns at once with the task id and status; use WaitForTask, TaskStatus and TaskLogs to follow it."
+    )]
+    async fn delegate_task(
+        &self,
+        Parameters(a): Parameters<DelegateArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let task = match self.task_from_args(a).await {
+            Ok(t) => t,
+            Err(message) => return tool_error(message),
+        };
         match self.client.submit(&task).await {
             Ok(r) => ok_json(serde_json::json!({
                 "taskId": r.task.id,
                 "status": r.task.status,
                 "created": r.created,
             })),
+            Err(e) => from_client(e),
+        }
+    }
+
+    #[tool(
+        name = "ScheduleTask",
+        description = "Run a task on a recurring schedule: `cron` (e.g. \"0 2 * * *\" with `tz` \"Europe/Berlin\") or `every` (e.g. \"10m\"), and the task as for DelegateTask (a shell `command` or an agent `prompt`); `name` names the schedule. Returns the schedule with its next ticks. Each tick submits one task labelled schedule:NAME."
+    )]
+    async fn schedule_task(
+        &self,
+        Parameters(mut a): Parameters<ScheduleArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        let Some(name) = a.task.name.take() else {
+            return tool_error("give the schedule a `name` (letters, digits, `.`, `_`, `-`)");
+        };
+        let missed = match a
+            .missed
+            .as_deref()
+            .map(deputy_core::schedule::MissedPolicy::parse)
+        {
+            None => None,
+            Some(Some(m)) => Some(m),
+            Some(None) => return tool_error("missed is \"skip\", \"run-once\" or \"catch-up\""),
+        };
+        let overlap = match a
+            .overlap
+            .as_deref()
+            .map(deputy_core::schedule::OverlapPolicy::parse)
+        {
+            None => None,
+            Some(Some(o)) => Some(o),
+            Some(None) => return tool_error("overlap is \"skip\", \"allow\" or \"queue\""),
+        };
+        let every = match a.every.as_deref().map(|e| {
+            serde_json::from_value::<deputy_core::submit::DurationInput>(serde_json::Value::String(
+                e.into(),
+            ))
+        }) {
+            None => None,
+            Some(Ok(d)) => Some(d),
+            Some(Err(e)) => return tool_error(format!("every: {e}")),
+        };
+        let task = match self.task_from_args(a.task).await {
+            Ok(t) => t,
+            Err(message) => return tool_error(message),
+        };
+        let new = deputy_core::schedule::NewSchedule {
+            name,
+            cron: a.cron,
+            every,
+            tz: a.tz,
+            task,
+            missed,
+            catch_up_limit: a.catch_up_limit,
+            overlap,
+            keep_runs: a.keep_runs,
+            paused: false,
+        };
+        match self.client.add_schedule(&new).await {
+            Ok(v) => ok_json(schedule_json(&v)),
+            Err(e) => from_client(e),
+        }
+    }
+
+    #[tool(
+        name = "ListSchedules",
+        description = "List the recurring schedules with their next ticks and how many runs they submitted."
+    )]
+    async fn list_schedules(&self) -> Result<CallToolResult, McpError> {
+        match self.client.schedules().await {
+            Ok(all) => ok_json(serde_json::Value::Array(
+                all.iter().map(schedule_json).collect(),
+            )),
+            Err(e) => from_client(e),
+        }
+    }
+
+    #[tool(
+        name = "RemoveSchedule",
+        description = "Delete a recurring schedule by name. The tasks it already submitted stay."
+    )]
+    async fn remove_schedule(
+        &self,
+        Parameters(a): Parameters<ScheduleNameArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        match self.client.remove_schedule(&a.name).await {
+            Ok(()) => ok_json(serde_json::json!({ "removed": a.name })),
             Err(e) => from_client(e),
         }
     }

@@ -464,3 +464,67 @@ async fn logs_are_resources_and_subscribers_hear_about_new_output() {
     c.cancel().await.unwrap();
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_create_list_and_remove_schedules_over_mcp() {
+    let d = TestDaemon::start(2).await;
+    let c = http_client(&d.url()).await;
+    let tools = c.list_tools(Default::default()).await.unwrap();
+    for name in ["ScheduleTask", "ListSchedules", "RemoveSchedule"] {
+        assert!(tools.tools.iter().any(|t| t.name == name), "{name} missing");
+    }
+    let made = json_of(
+        &call(
+            &c,
+            "ScheduleTask",
+            json!({"name": "pulse", "every": "1s", "overlap": "allow", "command": "echo pulse"}),
+        )
+        .await,
+    );
+    assert_eq!(made["name"], "pulse");
+    assert_eq!(made["upcoming"].as_array().unwrap().len(), 5);
+    let (tasks, _) = crate::schedules::wait_fired(&d.client, "pulse", 0, 1).await;
+    let t = wait_done(&d.client, tasks[0]).await;
+    assert_eq!(t.status, Status::Succeeded);
+    let listed = json_of(&call(&c, "ListSchedules", json!({})).await);
+    let pulse = &listed.as_array().unwrap()[0];
+    assert_eq!(pulse["name"], "pulse");
+    assert!(pulse["fired"].as_u64().unwrap() >= 1);
+    // Bad input is a tool error a model can act on; nothing is stored.
+    assert_tool_error(
+        &call(
+            &c,
+            "ScheduleTask",
+            json!({"name": "bad", "cron": "99 * * * *", "command": "true"}),
+        )
+        .await,
+        "is not a cron pattern",
+    );
+    assert_tool_error(
+        &call(
+            &c,
+            "ScheduleTask",
+            json!({"cron": "0 2 * * *", "command": "true"}),
+        )
+        .await,
+        "give the schedule a `name`",
+    );
+    assert_tool_error(
+        &call(
+            &c,
+            "ScheduleTask",
+            json!({"name": "tz", "cron": "0 2 * * *", "tz": "Nowhere/Land", "command": "true"}),
+        )
+        .await,
+        "unknown time zone",
+    );
+    let removed = json_of(&call(&c, "RemoveSchedule", json!({"name": "pulse"})).await);
+    assert_eq!(removed["removed"], "pulse");
+    assert_tool_error(
+        &call(&c, "RemoveSchedule", json!({"name": "pulse"})).await,
+        "no schedule `pulse`",
+    );
+    assert!(d.client.schedules().await.unwrap().is_empty());
+    c.cancel().await.unwrap();
+    d.stop().await;
+}
