@@ -312,6 +312,7 @@ pub struct DemoArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // Parsed once per process; boxing buys nothing.
 pub enum ScheduleCommand {
     /// Create a schedule: every tick submits the task given by the task flags and the
     /// command (or, with --agent, the prompt).
