@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use deputy_client::{Client, ClientError};
 use deputy_core::submit::{DepInput, DepTarget, NewTask, SizeInput, TimeoutInput};
-use deputy_core::{Command, EventBody, Priority, Status};
+use deputy_core::{Command, EventBody, IdRef, Priority, Status};
 use futures_util::StreamExt;
 use rmcp::handler::server::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -19,10 +19,11 @@ use rmcp::model::{
     CallToolResult, ContentBlock, Implementation, ListResourceTemplatesResult, ListResourcesResult,
     PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
     ReadResourceResponse, ReadResourceResult, RequestMetaObject, Resource, ResourceContents,
-    ResourceTemplate, ServerCapabilities, ServerConfig, SubscribeRequestParams,
+    ResourceTemplate, ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter,
     UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
+use rmcp::service::SubscriptionContext;
 use rmcp::{
     ErrorData as McpError, Peer, RoleServer, ServerHandler, schemars, tool, tool_handler,
     tool_router,
@@ -31,6 +32,9 @@ use serde::Deserialize;
 
 /// The longest a WaitForTask call may block.
 const MAX_WAIT_SECS: f64 = 3600.0;
+/// Log resources one `subscriptions/listen` stream follows at most; the acknowledged
+/// filter says which.
+const MAX_LISTENED_RESOURCES: usize = 64;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -795,6 +799,70 @@ impl ServerHandler for DeputyMcp {
         Ok(ReadResourceResult::new(vec![ResourceContents::text(text, request.uri)]).into())
     }
 
+    /// `subscriptions/listen` (protocol 2026-07-28): log resources only. A URI that is
+    /// not `deputy://tasks/{id}/logs` with a well-formed id is left out of the
+    /// acknowledged filter.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let uris: Vec<String> = requested
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter(|uri| logs_uri_id(uri).is_some_and(|id| id.parse::<IdRef>().is_ok()))
+            .take(MAX_LISTENED_RESOURCES)
+            .cloned()
+            .collect();
+        Some(
+            SubscriptionFilter::builder()
+                .resource_subscriptions(uris)
+                .build(),
+        )
+    }
+
+    /// One `subscriptions/listen` stream: a follower per accepted log resource sends
+    /// `notifications/resources/updated` on the stream for each stored chunk of output
+    /// and at the end. The stream closes gracefully (its final result) once every task
+    /// it follows has ended, or when the client cancels it.
+    async fn listen(&self, subscription: SubscriptionContext) -> Result<(), McpError> {
+        let uris = subscription
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
+        if uris.is_empty() {
+            // Nothing we could follow was asked for: hold it open until the client
+            // closes it, as an empty subscription.
+            subscription.cancelled().await;
+            return Ok(());
+        }
+        let mut followers = tokio::task::JoinSet::new();
+        for uri in uris {
+            let client = self.client.clone();
+            let sink = subscription.sink().clone();
+            followers.spawn(async move {
+                let Some(id) = logs_uri_id(&uri) else { return };
+                // A task that does not exist has nothing to report.
+                let Ok(detail) = client.get(id).await else {
+                    return;
+                };
+                let notify = |uri: String| {
+                    let sink = sink.clone();
+                    async move { sink.notify_resource_updated(uri).await.is_ok() }
+                };
+                follow_logs(&client, detail.task.id, &uri, notify).await;
+            });
+        }
+        tokio::select! {
+            () = subscription.cancelled() => {
+                followers.abort_all();
+            }
+            () = async { while followers.join_next().await.is_some() {} } => {}
+        }
+        Ok(())
+    }
+
     async fn subscribe(
         &self,
         request: SubscribeRequestParams,
@@ -818,25 +886,17 @@ impl ServerHandler for DeputyMcp {
         // Follow the task's events; each stored chunk of output is one notification.
         // Ends with the task, on unsubscribe, or when the session goes away.
         let follower = tokio::spawn(async move {
-            let mut events = Box::pin(client.events(Some(task.id.to_string()), 0));
-            while let Some(Ok(ev)) = events.next().await {
-                let done = matches!(ev.body, EventBody::TaskFinished { .. });
-                if matches!(
-                    ev.body,
-                    EventBody::TaskOutput { .. } | EventBody::TaskFinished { .. }
-                ) && peer
-                    .notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(
-                        notify_uri.clone(),
-                    ))
+            let notify = |uri: String| {
+                let peer = peer.clone();
+                async move {
+                    peer.notify_resource_updated(
+                        rmcp::model::ResourceUpdatedNotificationParam::new(uri),
+                    )
                     .await
-                    .is_err()
-                {
-                    break;
+                    .is_ok()
                 }
-                if done {
-                    break;
-                }
-            }
+            };
+            follow_logs(&client, task.id, &notify_uri, notify).await;
         });
         if let Some(old) = self
             .subscriptions
@@ -863,6 +923,30 @@ impl ServerHandler for DeputyMcp {
             h.abort();
         }
         Ok(())
+    }
+}
+
+/// Follows a task's events and calls `notify` for each stored chunk of output and once
+/// at the end; stops when the task has ended for good or `notify` fails (the client is
+/// gone). Shared by both subscription generations.
+async fn follow_logs<F, Fut>(client: &Client, task: deputy_core::TaskId, uri: &str, notify: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut events = Box::pin(client.events(Some(task.to_string()), 0));
+    while let Some(Ok(ev)) = events.next().await {
+        let done = matches!(ev.body, EventBody::TaskFinished { .. });
+        if matches!(
+            ev.body,
+            EventBody::TaskOutput { .. } | EventBody::TaskFinished { .. }
+        ) && !notify(uri.to_string()).await
+        {
+            break;
+        }
+        if done {
+            break;
+        }
     }
 }
 

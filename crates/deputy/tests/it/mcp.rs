@@ -528,3 +528,96 @@ async fn agents_create_list_and_remove_schedules_over_mcp() {
     c.cancel().await.unwrap();
     d.stop().await;
 }
+
+/// The 2026-07-28 protocol generation: the official client starts with
+/// `server/discover` (no `initialize`) and follows a task's log over one
+/// `subscriptions/listen` stream, which ends gracefully with the task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_protocol_follows_logs_over_subscriptions_listen() {
+    use rmcp::model::{ProtocolVersion, SubscriptionFilter};
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt, SubscriptionEnd};
+
+    let d = TestDaemon::start(2).await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let transport = StreamableHttpClientTransport::from_uri(format!("{}/mcp", d.url()));
+    let c = ()
+        .serve_with_lifecycle(
+            transport,
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .unwrap();
+    // The task prints, then waits on a FIFO the test writes once it heard of the output.
+    let fifo = d.dir.path().join("go");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let task = d
+        .submit(sh(&format!(
+            "echo first; cat '{}' >/dev/null; echo second",
+            fifo.display()
+        )))
+        .await;
+    let uri = format!("deputy://tasks/{}/logs", task.id);
+    let mut sub = c
+        .peer()
+        .listen(
+            SubscriptionFilter::builder()
+                .resource_subscription(uri.clone())
+                .resource_subscription("deputy://tasks/not-an-id/logs")
+                .resource_subscription("file:///etc/passwd")
+                .build(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        sub.acknowledged().resource_subscriptions,
+        Some(vec![uri.clone()]),
+        "only log resources with a task id are accepted"
+    );
+    assert_eq!(next_update(&mut sub).await.as_deref(), Some(uri.as_str()));
+    let read = c
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(uri.clone()))
+        .await
+        .unwrap();
+    assert!(format!("{read:?}").contains("first"));
+    let writer = fifo.clone();
+    tokio::task::spawn_blocking(move || std::fs::write(writer, b"go"))
+        .await
+        .unwrap()
+        .unwrap();
+    // More updates (the second chunk, the end), then the stream closes gracefully.
+    let mut more = 0;
+    while let Some(u) = next_update(&mut sub).await {
+        assert_eq!(u, uri);
+        more += 1;
+    }
+    assert!(more >= 1, "no update after the second line");
+    assert!(
+        matches!(sub.end(), Some(SubscriptionEnd::Graceful(_))),
+        "the stream should end with its final result, got {:?}",
+        sub.end()
+    );
+    let t = wait_done(&d.client, task.id).await;
+    assert_eq!(t.status, Status::Succeeded);
+    let read = c
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(uri))
+        .await
+        .unwrap();
+    assert!(format!("{read:?}").contains("second"));
+    c.cancel().await.unwrap();
+    d.stop().await;
+}
+
+/// The next `notifications/resources/updated` URI on a subscription; None once it ended.
+async fn next_update(sub: &mut rmcp::service::Subscription) -> Option<String> {
+    match tokio::time::timeout(DEADLINE, sub.next())
+        .await
+        .expect("no notification within the deadline")
+        .unwrap()
+    {
+        Some(rmcp::model::ServerNotification::ResourceUpdatedNotification(n)) => Some(n.params.uri),
+        Some(other) => panic!("unexpected notification {other:?}"),
+        None => None,
+    }
+}
