@@ -67,6 +67,22 @@ impl Drop for Stopped {
     }
 }
 
+/// The store of a `ChildDaemon`'s data dir, opened directly (the daemon must be stopped).
+pub async fn open_store_of(data_dir: &std::path::Path) -> std::sync::Arc<dyn deputy_store::Store> {
+    match postgres_backend() {
+        Some(base) => std::sync::Arc::new(
+            deputy_store::postgres::PgStore::open(&schema_url(&base, &schema_for(data_dir)))
+                .await
+                .unwrap(),
+        ),
+        None => std::sync::Arc::new(
+            deputy_store::sqlite::SqliteStore::open(&data_dir.join("deputy.db"))
+                .await
+                .unwrap(),
+        ),
+    }
+}
+
 /// Runs one SQL statement on the test database with psql (no pool to manage in Drop).
 fn psql(url: &str, statement: &str) {
     let _ = std::process::Command::new("psql")

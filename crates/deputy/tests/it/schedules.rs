@@ -215,6 +215,10 @@ async fn bad_schedules_are_refused_with_the_reason() {
             vec!["--every", "1m", "--name", "a b"],
             "not a schedule name",
         ),
+        (
+            vec!["--every", "1m", "--agent", "nosuch"],
+            "no agent backend `nosuch`",
+        ),
     ] {
         let mut full = vec!["schedule", "add"];
         full.extend(args.iter().copied());
@@ -227,6 +231,32 @@ async fn bad_schedules_are_refused_with_the_reason() {
             text(&out.stderr)
         );
     }
+    // An agent task is scheduled like a shell one, with its flags.
+    let agent = deputy(
+        &url,
+        &[
+            "schedule",
+            "add",
+            "--every",
+            "1h",
+            "--name",
+            "triage",
+            "--agent",
+            "generic",
+            "--timeout",
+            "10m",
+            "--",
+            "echo triaged",
+        ],
+    )
+    .await;
+    assert!(agent.status.success(), "{}", text(&agent.stderr));
+    let v = d.client.schedule("triage").await.unwrap();
+    assert_eq!(
+        v.schedule.task.agent.as_ref().unwrap().backend.as_deref(),
+        Some("generic")
+    );
+    d.client.remove_schedule("triage").await.unwrap();
     // The API answers 422 and 409, and nothing is stored.
     let http = reqwest::Client::new();
     let r = http
@@ -276,4 +306,96 @@ async fn after_kill_9_a_schedule_goes_on_without_running_a_tick_twice() {
     let v = b.client.schedule("beat").await.unwrap();
     assert!(v.runs.len() >= 4);
     assert_each_tick_once(&v, 1000);
+}
+
+#[tokio::test]
+async fn ticks_missed_while_no_node_ran_follow_each_schedules_policy() {
+    use deputy_core::schedule::MissedPolicy;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut a = ChildDaemon::spawn(&data, &[]).await;
+    // Yearly at midnight UTC on January 1st; the next tick is 2027-01-01.
+    for (name, missed) in [
+        ("skips", MissedPolicy::Skip),
+        ("once", MissedPolicy::RunOnce),
+        ("catches-up", MissedPolicy::CatchUp),
+    ] {
+        a.client
+            .add_schedule(&NewSchedule {
+                name: name.into(),
+                cron: Some("0 0 1 1 *".into()),
+                task: sh("true"),
+                missed: Some(missed),
+                catch_up_limit: Some(2),
+                ..NewSchedule::default()
+            })
+            .await
+            .unwrap();
+    }
+    assert!(a.terminate().success());
+    // As if no node had run since before 2024-01-01: ticks 2024, 2025 and 2026 were missed.
+    let store = open_store_of(&data).await;
+    let y = |year: i16| {
+        jiff::civil::date(year, 1, 1)
+            .at(0, 0, 0, 0)
+            .in_tz("UTC")
+            .unwrap()
+            .timestamp()
+            .as_millisecond()
+    };
+    for name in ["skips", "once", "catches-up"] {
+        store
+            .set_schedule_paused(name, false, Some(y(2024)), y(2023))
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    let b = ChildDaemon::spawn(&data, &[]).await;
+    // Each schedule fires (or skips) once on start-up.
+    let mut s = Box::pin(b.client.events(None, 0));
+    let mut seen = BTreeSet::new();
+    tokio::time::timeout(DEADLINE, async {
+        while seen.len() < 3 {
+            let e = s.next().await.unwrap().unwrap();
+            if let EventBody::ScheduleUpdated {
+                schedule, action, ..
+            } = e.body
+                && (action == "fired" || action == "skipped")
+            {
+                seen.insert(schedule);
+            }
+        }
+    })
+    .await
+    .expect("the missed ticks were not handled within the deadline");
+    let ticks = |v: &ScheduleView| {
+        let mut t: Vec<i64> = v.runs.iter().map(|r| r.tick).collect();
+        t.sort();
+        t
+    };
+    let skips = b.client.schedule("skips").await.unwrap();
+    assert_eq!((skips.schedule.fired, skips.schedule.skipped), (0, 3));
+    let once = b.client.schedule("once").await.unwrap();
+    assert_eq!((once.schedule.fired, once.schedule.skipped), (1, 2));
+    assert_eq!(ticks(&once), vec![y(2026)]);
+    let caught = b.client.schedule("catches-up").await.unwrap();
+    assert_eq!((caught.schedule.fired, caught.schedule.skipped), (2, 1));
+    assert_eq!(ticks(&caught), vec![y(2025), y(2026)]);
+    for v in [&skips, &once, &caught] {
+        assert_eq!(
+            v.schedule.next_fire_at,
+            Some(y(2027)),
+            "{}",
+            v.schedule.name
+        );
+    }
+    // The caught-up runs go one after another.
+    let newest = b
+        .client
+        .get(&caught.runs[0].task.to_string())
+        .await
+        .unwrap()
+        .task;
+    assert_eq!(newest.depends_on.len(), 1);
+    assert_eq!(newest.depends_on[0].task, caught.runs[1].task);
 }
