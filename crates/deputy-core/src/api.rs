@@ -146,7 +146,9 @@ pub struct LogsResponse {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PauseRequest {
+    /// A group; the whole queue when left out.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{1,64}$"))]
     pub group: Option<String>,
 }
 
@@ -154,8 +156,11 @@ pub struct PauseRequest {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewGroup {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{1,64}$"))]
     pub name: String,
+    /// Tasks of the group running at once (default: no limit beyond the daemon's).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub parallel: Option<u32>,
 }
 
@@ -164,6 +169,7 @@ pub struct NewGroup {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GroupUpdate {
     /// A number, or null for no group limit.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub parallel: Option<u32>,
 }
 
@@ -172,6 +178,7 @@ pub struct GroupUpdate {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CleanRequest {
     /// Delete tasks that finished more than this many days ago (0: all finished ones).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1000000))]
     pub older_than_days: f64,
 }
 

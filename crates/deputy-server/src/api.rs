@@ -15,6 +15,7 @@ use deputy_store::{CancelOutcome, ListQuery};
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::body::OptionalJson;
 use crate::error::ApiError;
 
 pub(crate) async fn resolve_id(state: &AppState, raw: &str) -> Result<TaskId, ApiError> {
@@ -23,12 +24,12 @@ pub(crate) async fn resolve_id(state: &AppState, raw: &str) -> Result<TaskId, Ap
     Ok(state.engine.resolve(&r).await?)
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The daemon is up", body = String, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, description = "The daemon is up", body = String, content_type = "text/plain")))]
 pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The database answers", body = String, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses((status = 200, description = "The database answers", body = String, content_type = "text/plain")))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     state.engine.store().last_event_seq().await?;
     Ok("ready\n")
@@ -120,12 +121,17 @@ pub(crate) async fn submit(
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
     /// Comma-separated statuses.
+    #[param(
+        pattern = "^((blocked|scheduled|queued|running|succeeded|failed|cancelled|timed_out|interrupted)(,|$))*$"
+    )]
     status: Option<String>,
     group: Option<String>,
     label: Option<String>,
     q: Option<String>,
     created_after: Option<i64>,
     created_before: Option<i64>,
+    /// At most this many tasks (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     cursor: Option<i64>,
 }
@@ -199,10 +205,10 @@ pub(crate) async fn trace(
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     Path(raw): Path<String>,
-    body: Option<Json<CancelRequest>>,
+    OptionalJson(body): OptionalJson<CancelRequest>,
 ) -> Result<Json<CancelResponse>, ApiError> {
     let id = resolve_id(&state, &raw).await?;
-    let reason = body.and_then(|Json(b)| b.reason);
+    let reason = body.and_then(|b| b.reason);
     if let Some(r) = &reason
         && r.len() > 1024
     {
@@ -232,10 +238,10 @@ pub(crate) async fn cancel(
 pub(crate) async fn retry(
     State(state): State<AppState>,
     Path(raw): Path<String>,
-    body: Option<Json<deputy_core::api::RetryRequest>>,
+    OptionalJson(body): OptionalJson<deputy_core::api::RetryRequest>,
 ) -> Result<Json<deputy_core::Task>, ApiError> {
     let id = resolve_id(&state, &raw).await?;
-    let resume = body.is_some_and(|Json(b)| b.continue_session);
+    let resume = body.is_some_and(|b| b.continue_session);
     Ok(Json(state.engine.retry(id, resume).await?))
 }
 
@@ -243,19 +249,26 @@ pub(crate) async fn retry(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LogParams {
+    /// `stdout`, `stderr` or `all` (the default).
+    #[param(pattern = "^(stdout|stderr|all)$")]
     stream: Option<String>,
+    #[param(minimum = 1)]
     attempt: Option<u32>,
     /// Last N lines.
+    #[param(minimum = 0)]
     tail: Option<i64>,
     /// `text` (default) or `json`.
+    #[param(pattern = "^(text|json)$")]
     format: Option<String>,
     /// Start at this byte offset of the stream (needs `stream`).
+    #[param(minimum = 0)]
     from: Option<i64>,
     /// Return at most this many bytes of output.
+    #[param(minimum = 1)]
     max_bytes: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/v1/tasks/{id}/logs", tag = "tasks", params(("id" = String, Path), LogParams), responses((status = 200, description = "Text (default) or JSON chunks (`format=json`)", body = LogsResponse), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/tasks/{id}/logs", tag = "tasks", params(("id" = String, Path), LogParams), responses((status = 200, description = "Text (default) or JSON chunks (`format=json`)", content((String = "text/plain"), (LogsResponse = "application/json"))), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub(crate) async fn logs(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -388,9 +401,9 @@ fn clip(
 #[utoipa::path(post, path = "/v1/queue/pause", tag = "queue", request_body(content = Option<PauseRequest>), responses((status = 204, description = "Paused"), (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn pause(
     State(state): State<AppState>,
-    body: Option<Json<PauseRequest>>,
+    OptionalJson(body): OptionalJson<PauseRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let group = body.and_then(|Json(b)| b.group);
+    let group = body.and_then(|b| b.group);
     state.engine.set_paused(group.as_deref(), true).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -398,9 +411,9 @@ pub(crate) async fn pause(
 #[utoipa::path(post, path = "/v1/queue/resume", tag = "queue", request_body(content = Option<PauseRequest>), responses((status = 204, description = "Resumed"), (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn resume(
     State(state): State<AppState>,
-    body: Option<Json<PauseRequest>>,
+    OptionalJson(body): OptionalJson<PauseRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let group = body.and_then(|Json(b)| b.group);
+    let group = body.and_then(|b| b.group);
     state.engine.set_paused(group.as_deref(), false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -444,7 +457,7 @@ pub(crate) async fn add_group(
     ))
 }
 
-#[utoipa::path(patch, path = "/v1/groups/{name}", tag = "queue", params(("name" = String, Path)), request_body = GroupUpdate, responses((status = 200, body = Group), (status = 422, body = crate::error::ErrorBody)))]
+#[utoipa::path(patch, path = "/v1/groups/{name}", tag = "queue", params(("name" = String, Path)), request_body = GroupUpdate, responses((status = 200, body = Group), (status = 404, description = "No such group", body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn update_group(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -452,9 +465,16 @@ pub(crate) async fn update_group(
 ) -> Result<Json<Group>, ApiError> {
     let Json(u) = body?;
     check_parallel(u.parallel)?;
-    Ok(Json(
-        state.engine.set_group_parallel(&name, u.parallel).await?,
-    ))
+    // The group is the resource this route names: a missing one is 404 here (a body
+    // naming an unknown group elsewhere stays 422).
+    match state.engine.set_group_parallel(&name, u.parallel).await {
+        Err(deputy_engine::EngineError::Store(deputy_store::StoreError::UnknownGroup(g))) => {
+            Err(ApiError::not_found(format!(
+                "no group `{g}`: create it with `deputy group add {g}`"
+            )))
+        }
+        other => Ok(Json(other?)),
+    }
 }
 
 #[utoipa::path(post, path = "/v1/clean", tag = "queue", request_body = CleanRequest, responses((status = 200, body = CleanResponse), (status = 422, body = crate::error::ErrorBody)))]
@@ -463,11 +483,11 @@ pub(crate) async fn clean(
     body: Result<Json<CleanRequest>, JsonRejection>,
 ) -> Result<Json<CleanResponse>, ApiError> {
     let Json(c) = body?;
-    if !c.older_than_days.is_finite() || c.older_than_days < 0.0 {
+    if !c.older_than_days.is_finite() || !(0.0..=1_000_000.0).contains(&c.older_than_days) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid",
-            "older_than_days must be 0 or more",
+            "older_than_days must be between 0 and 1000000",
         ));
     }
     let before = now_ms() - (c.older_than_days * 86_400_000.0) as i64;

@@ -6,6 +6,7 @@
 
 mod api;
 pub mod auth;
+mod body;
 pub mod daemon;
 mod error;
 mod listener;

@@ -24,8 +24,8 @@ use crate::{api, metrics_http, schedules_api, sse};
         metrics_http::metrics,
     ),
     components(schemas(deputy_core::api::BatchResult, deputy_core::EventBody)),
-    modifiers(&BearerAuth),
-    security(("bearer" = []))
+    modifiers(&BearerAuth, &Conformance),
+    security(("bearer" = []), ())
 )]
 pub struct ApiDoc;
 
@@ -38,6 +38,89 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// What every route does alike, written once instead of on each handler: the errors any
+/// request can get (a malformed request, a missing token, a body that is too large or not
+/// JSON), and the shape of path parameters (task ids, group and schedule names), so the
+/// document says exactly what the daemon accepts.
+struct Conformance;
+
+const ID_PATTERN: &str = "^[0-9a-fA-F]{8,32}$";
+const NAME_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
+
+impl Modify for Conformance {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{RefOr, Response, ResponseBuilder};
+
+        let error = |description: &str| -> RefOr<Response> {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        utoipa::openapi::ContentBuilder::new()
+                            .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let public = path == "/healthz" || path == "/readyz";
+            let ops = [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.patch.as_mut(),
+                item.delete.as_mut(),
+                item.put.as_mut(),
+            ];
+            for op in ops.into_iter().flatten() {
+                let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                let has_body = op.request_body.is_some();
+                let r = &mut op.responses.responses;
+                if !public {
+                    r.entry("401".into()).or_insert_with(|| {
+                        error("The daemon has an API token and the request did not send it (`Authorization: Bearer <token>`)")
+                    });
+                }
+                if has_params || has_body {
+                    r.entry("400".into()).or_insert_with(|| {
+                        error("Malformed request: a bad id, name or query parameter, or a body that is not JSON")
+                    });
+                }
+                if has_body {
+                    r.entry("413".into())
+                        .or_insert_with(|| error("The body is over the daemon's `max_body`"));
+                    r.entry("415".into()).or_insert_with(|| {
+                        error("A body was sent without `Content-Type: application/json`")
+                    });
+                    r.entry("422".into()).or_insert_with(|| {
+                        error("Well-formed JSON that is not a valid request (the message says which field)")
+                    });
+                }
+                for p in op.parameters.iter_mut().flatten() {
+                    let RefOr::T(p) = p else { continue };
+                    if p.parameter_in != ParameterIn::Path {
+                        continue;
+                    }
+                    let pattern = match p.name.as_str() {
+                        "id" => ID_PATTERN,
+                        "name" => NAME_PATTERN,
+                        _ => continue,
+                    };
+                    p.schema = Some(RefOr::T(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .pattern(Some(pattern))
+                            .into(),
+                    ));
+                }
+            }
+        }
     }
 }
 

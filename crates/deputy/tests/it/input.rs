@@ -218,3 +218,85 @@ async fn bad_ids_and_queries_get_clear_errors() {
     );
     d.stop().await;
 }
+
+/// What API fuzzing (`.ci/api-fuzz`, schemathesis) found, kept as cases: optional bodies
+/// that are `null`, arrays or not JSON, a PATCH of a group that does not exist, and an
+/// out-of-range `clean`. Every answer is the API's JSON error, never plain text.
+#[tokio::test]
+async fn optional_bodies_and_named_resources_answer_as_documented() {
+    let d = TestDaemon::start(1).await;
+    let url = d.url();
+    let http = reqwest::Client::new();
+    let send = |method: reqwest::Method, path: &str, ct: Option<&str>, body: &str| {
+        let mut rb = http.request(method, format!("{url}{path}"));
+        if let Some(ct) = ct {
+            rb = rb.header("content-type", ct);
+        }
+        let rb = rb.body(body.to_string());
+        async move {
+            let resp = rb.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let json = resp
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v.to_str().unwrap().starts_with("application/json"));
+            let text = resp.text().await.unwrap();
+            (status, json, text)
+        }
+    };
+    use reqwest::Method;
+    const JSON: Option<&str> = Some("application/json");
+    // `null` and an empty body both mean "no options".
+    for body in ["null", "", "  "] {
+        let (status, _, text) = send(Method::POST, "/v1/queue/pause", JSON, body).await;
+        assert_eq!(status, 204, "{body:?}: {text}");
+        let (status, _, _) = send(Method::POST, "/v1/queue/resume", JSON, body).await;
+        assert_eq!(status, 204);
+    }
+    for (body, ct, status, needle) in [
+        ("[]", JSON, 422, "must be a JSON object"),
+        ("{\"group\": 1}", JSON, 422, "group"),
+        ("{\"nope\": true}", JSON, 422, "unknown field"),
+        ("{", JSON, 400, "bad_json"),
+        (
+            "{\"group\": \"default\"}",
+            Some("text/plain"),
+            415,
+            "Content-Type: application/json",
+        ),
+    ] {
+        let (got, json, text) = send(Method::POST, "/v1/queue/pause", ct, body).await;
+        assert_eq!(got, status, "{body}: {text}");
+        assert!(json, "{body}: the error is not JSON: {text}");
+        assert!(text.contains(needle), "{body}: {text}");
+    }
+    let t = d.submit(sh("true")).await;
+    wait_done(&d.client, t.id).await;
+    let (status, json, text) = send(
+        Method::POST,
+        &format!("/v1/tasks/{}/retry", t.id),
+        JSON,
+        "[true]",
+    )
+    .await;
+    assert_eq!((status, json), (422, true), "{text}");
+    let (status, _, text) = send(
+        Method::PATCH,
+        "/v1/groups/nosuchgroup",
+        JSON,
+        "{\"parallel\": 2}",
+    )
+    .await;
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("deputy group add nosuchgroup"), "{text}");
+    let (status, _, text) = send(
+        Method::POST,
+        "/v1/clean",
+        JSON,
+        "{\"older_than_days\": 1e300}",
+    )
+    .await;
+    assert_eq!(status, 422, "{text}");
+    // The queue is not left paused by any of it.
+    assert!(!d.client.status().await.unwrap().queue_paused);
+}
