@@ -110,6 +110,7 @@ on_both_backends!(
     a_tick_fires_once_and_a_racing_firing_changes_nothing,
     overlapping_runs_follow_the_schedules_policy,
     a_schedule_keeps_its_newest_runs_and_cleans_older_finished_ones,
+    a_write_that_fails_after_appending_events_leaves_no_gap,
 );
 
 fn valid(line: &str, tweak: impl FnOnce(&mut NewTask)) -> ValidTask {
@@ -866,4 +867,44 @@ async fn a_schedule_keeps_its_newest_runs_and_cleans_older_finished_ones(s: Arc<
         "a cleaned run's events go with it"
     );
     s.get(ids[0]).await.unwrap();
+}
+
+/// A write that appended events and then failed gives their numbers back, alone in its
+/// batch or among others: the log stays gapless (a PostgreSQL sequence would not).
+async fn a_write_that_fails_after_appending_events_leaves_no_gap(s: Arc<dyn Store>) {
+    s.add_schedule(schedule("again", OverlapPolicy::Allow, 100))
+        .await
+        .unwrap();
+    s.fire_schedule(fire("again", &[1000], 2000)).await.unwrap();
+    for round in 0..2 {
+        // Point the schedule back at a tick it already ran: firing it submits the task
+        // (appending its event), then its run row collides, and the write fails.
+        s.set_schedule_paused("again", false, Some(1000), 1500)
+            .await
+            .unwrap();
+        if round == 0 {
+            assert!(s.fire_schedule(fire("again", &[1000], 2000)).await.is_err());
+        } else {
+            let (bad, good) = tokio::join!(
+                s.fire_schedule(fire("again", &[1000], 2000)),
+                s.submit(vec![valid("true", |_| {})], 1600)
+            );
+            assert!(bad.is_err());
+            good.unwrap();
+        }
+        s.submit(vec![valid("true", |_| {})], 1700).await.unwrap();
+    }
+    let seqs: Vec<i64> = s
+        .events_after(0, 1000, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "a gap in the log"
+    );
+    assert_eq!(s.schedule_runs("again", 10).await.unwrap().len(), 1);
 }

@@ -16,8 +16,9 @@
 //! database as the writes before it in the batch left it, so results are those of running
 //! the writes one after another, in order. This needs a rollback to give back the event
 //! seqs it took, or the log would have gaps: SQLite's `AUTOINCREMENT` counter is part of
-//! the transaction; PostgreSQL's sequences are not, so there every batch of more than
-//! one write runs with savepoints from the start (`dialect::ROLLBACK_RESTORES_SEQ`).
+//! the transaction, and on PostgreSQL a counter row bumped by a trigger (migration 0005)
+//! is too, where a sequence would not be (it also keeps a daemon killed mid-commit from
+//! leaving a gap).
 //!
 //! The writer never waits on anything but the database and its queue; the queue is
 //! bounded, so callers feel back-pressure instead of growing memory.
@@ -241,7 +242,7 @@ async fn commit_batch(
         *held += started.elapsed();
         return Ok(());
     }
-    if batch.len() > 1 && dialect::ROLLBACK_RESTORES_SEQ {
+    if batch.len() > 1 {
         let mut tx = conn.begin().await?;
         dialect::begin_write(&mut tx).await?;
         let locked = Instant::now();

@@ -51,8 +51,6 @@ mod dialect {
     pub type Db = Postgres;
     pub type Conn = sqlx::PgConnection;
     pub type DbRow = sqlx::postgres::PgRow;
-    /// Sequences are not transactional: a rolled-back insert leaves a gap in `seq`.
-    pub const ROLLBACK_RESTORES_SEQ: bool = false;
     pub const NAME: &str = "PgStore";
     pub const OCTET_LENGTH: &str = "octet_length";
 
@@ -155,6 +153,10 @@ impl PgStore {
             (
                 "schedules",
                 include_str!("../../migrations/postgres/0004_schedules.sql"),
+            ),
+            (
+                "event_seq",
+                include_str!("../../migrations/postgres/0005_event_seq.sql"),
             ),
         ])
         .run(&pool)

@@ -46,8 +46,6 @@ mod dialect {
     pub type Db = Sqlite;
     pub type Conn = sqlx::SqliteConnection;
     pub type DbRow = sqlx::sqlite::SqliteRow;
-    /// `AUTOINCREMENT` lives in `sqlite_sequence`, a table: a rollback gives seqs back.
-    pub const ROLLBACK_RESTORES_SEQ: bool = true;
     pub const NAME: &str = "SqliteStore";
     pub const OCTET_LENGTH: &str = "length";
 

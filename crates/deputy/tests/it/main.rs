@@ -4,6 +4,7 @@
 
 mod agent_cli;
 mod agents;
+mod chaos;
 mod cli;
 mod cluster;
 mod dag;
