@@ -15,6 +15,7 @@ mod mcp;
 mod mock_llm;
 mod output;
 mod processes;
+mod provider_faults;
 mod races;
 mod recovery;
 mod schedules;
