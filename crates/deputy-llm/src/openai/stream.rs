@@ -17,6 +17,8 @@ pub enum StreamError {
     AfterDone { chunk: u64 },
     #[error("the stream ended after {chunks} chunks with neither [DONE] nor a finish reason")]
     Truncated { chunks: u64 },
+    #[error("tool call {index} of the answer has no function name")]
+    NamelessToolCall { index: usize },
     #[error("the server reported an error in the stream: {0}")]
     ServerError(String),
 }
@@ -170,14 +172,29 @@ impl StreamAccumulator {
                 });
             }
         };
+        if let Some(index) = self.calls.iter().position(|c| c.name.trim().is_empty()) {
+            // A call of no tool cannot be answered sensibly; the model must try again.
+            return Err(StreamError::NamelessToolCall { index });
+        }
+        let given: std::collections::HashSet<String> = self
+            .calls
+            .iter()
+            .filter(|c| !c.id.is_empty())
+            .map(|c| c.id.clone())
+            .collect();
         let tool_calls = self
             .calls
             .into_iter()
             .enumerate()
             .map(|(i, c)| ToolCall {
-                // Some local servers omit ids; results must still name their call.
+                // Some local servers omit ids; results must still name their call, with
+                // an id no other call of the answer has.
                 id: if c.id.is_empty() {
-                    format!("call_{i}")
+                    let mut id = format!("deputy_call_{i}");
+                    while given.contains(&id) {
+                        id.push('_');
+                    }
+                    id
                 } else {
                     c.id
                 },
@@ -217,6 +234,25 @@ mod tests {
             Message::Assistant { tool_calls, .. } => tool_calls.clone(),
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn a_call_without_a_name_fails_and_given_ids_never_collide() {
+        // Found by the parser property tests: a nameless call was passed on, and an id
+        // deputy made up could equal one the server gave another call.
+        let nameless = run(&[
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"a","function":{"arguments":"{}"}}]}}]}"#,
+            "[DONE]",
+        ]);
+        assert_eq!(nameless, Err(StreamError::NamelessToolCall { index: 0 }));
+        let c = run(&[
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"x","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"deputy_call_0","function":{"name":"y","arguments":"{}"}}]}}]}"#,
+            "[DONE]",
+        ])
+        .unwrap();
+        let ids: Vec<String> = calls(&c).into_iter().map(|c| c.id).collect();
+        assert_eq!(ids, ["deputy_call_0_", "deputy_call_0"]);
     }
 
     #[test]
