@@ -296,3 +296,46 @@ mod tests {
         assert!(input(&"p".repeat(MAX_PROMPT_BYTES + 1)).validate().is_err());
     }
 }
+
+#[cfg(test)]
+mod reference_props {
+    use super::{step_placeholder, step_references};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Any text: the names found are well-formed and distinct.
+        #[test]
+        fn any_text_yields_well_formed_distinct_names(text in any::<String>(), extra in "[{}a-z. ]{0,40}") {
+            for t in [text.clone(), format!("{extra}{text}{{{{steps.{extra}.output}}}}")] {
+                let names = step_references(&t);
+                let mut seen = std::collections::HashSet::new();
+                for n in &names {
+                    prop_assert!(!n.is_empty());
+                    prop_assert!(!n.contains(['{', '}', ' ']), "bad name {:?}", n);
+                    prop_assert!(seen.insert(n.clone()), "{} twice", n);
+                    prop_assert!(t.contains(&step_placeholder(n)));
+                }
+            }
+        }
+
+        /// Placeholders among text that holds none: exactly their names, in order of first
+        /// appearance.
+        #[test]
+        fn placeholders_are_found_in_order(
+            parts in prop::collection::vec(("[a-zA-Z0-9 .,:}]{0,12}", "[a-z][a-z0-9_-]{0,8}"), 0..10),
+        ) {
+            let mut text = String::new();
+            let mut want: Vec<String> = Vec::new();
+            for (filler, name) in &parts {
+                text.push_str(filler);
+                text.push_str(&step_placeholder(name));
+                if !want.contains(name) {
+                    want.push(name.clone());
+                }
+            }
+            prop_assert_eq!(step_references(&text), want);
+        }
+    }
+}

@@ -907,4 +907,37 @@ async fn a_write_that_fails_after_appending_events_leaves_no_gap(s: Arc<dyn Stor
         "a gap in the log"
     );
     assert_eq!(s.schedule_runs("again", 10).await.unwrap().len(), 1);
+    // Deleting the newest events (cleaning finished tasks) never lets a number be
+    // handed out twice.
+    let last = *seqs.last().unwrap();
+    let ids: Vec<_> = s
+        .list(&deputy_store::ListQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tasks
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    for id in ids {
+        let _ = s.cancel(id, None, 1800).await;
+    }
+    let cancelled_last = s.last_event_seq().await.unwrap();
+    assert!(cancelled_last > last);
+    assert!(s.clean(i64::MAX).await.unwrap() > 0);
+    let fresh = s.submit(vec![valid("true", |_| {})], 1900).await.unwrap();
+    let fresh_events = s
+        .events_after(0, 1000, Some(fresh[0].task.id))
+        .await
+        .unwrap();
+    assert!(!fresh_events.is_empty());
+    for e in &fresh_events {
+        assert!(
+            e.seq > cancelled_last,
+            "number {} was handed out again after cleaning (highest before: {cancelled_last})",
+            e.seq
+        );
+    }
 }

@@ -506,3 +506,51 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     Ok(d)
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A config file of known keys with values of any kind, and tables of the wrong
+    /// shapes.
+    fn config_toml() -> impl Strategy<Value = String> {
+        let key = prop::sample::select(KEYS.iter().map(|(k, _, _)| *k).collect::<Vec<_>>());
+        let value = prop_oneof![
+            "[a-zA-Z0-9 .:/%-]{0,12}".prop_map(|s| format!("\"{s}\"")),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            Just("[1, 2]".to_string()),
+            Just("{ a = 1 }".to_string()),
+        ];
+        let tables = prop_oneof![
+            Just(String::new()),
+            Just("[providers.x]\nkind = \"nope\"\n".to_string()),
+            Just("[agents.y]\nformat = 3\n".to_string()),
+            Just("[prices.\"m\"]\ninput = -1\n".to_string()),
+            Just("providers = 5\n".to_string()),
+        ];
+        (prop::collection::vec((key, value), 0..8), tables).prop_map(|(kv, tables)| {
+            let mut t: String = kv.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+            t.push_str(&tables);
+            t
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Any config file loads or is refused with an error, and a loaded one gives a
+        /// daemon config or an error: never a panic.
+        #[test]
+        fn any_config_file_loads_or_is_refused(text in prop_oneof![config_toml(), any::<String>()]) {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("config.toml");
+            std::fs::write(&file, &text).unwrap();
+            if let Ok(cfg) = Config::load(Some(&file), &[]) {
+                let _ = cfg.daemon_config();
+                let _ = cfg.otlp_endpoint();
+            }
+        }
+    }
+}

@@ -255,4 +255,81 @@ mod tests {
         assert!(e.to_string().contains("one or the other"), "{e}");
         assert!(parse("[steps.a]\nbogus = 1").is_err());
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// A workflow of up to 8 steps with random edges (cycles, unknown steps, output
+        /// references to steps not depended on included), as TOML.
+        fn workflow_toml() -> impl Strategy<Value = String> {
+            let step = (
+                prop::collection::vec(0usize..10, 0..3),
+                prop::collection::vec(0usize..10, 0..2),
+                any::<bool>(),
+                prop::option::of(0usize..10),
+            );
+            prop::collection::vec(step, 1..8).prop_map(|steps| {
+                let name = |i: usize| format!("s{i}");
+                let mut t = String::from("name = \"w\"\n");
+                for (i, (deps, after, agent, uses)) in steps.iter().enumerate() {
+                    t.push_str(&format!("[steps.{}]\n", name(i)));
+                    let used = uses
+                        .map(|u| format!(" {{{{steps.{}.output}}}}", name(u)))
+                        .unwrap_or_default();
+                    if *agent {
+                        t.push_str(&format!("prompt = \"do it{used}\"\n"));
+                    } else {
+                        t.push_str(&format!("command = \"echo{used}\"\n"));
+                    }
+                    let list = |v: &[usize]| {
+                        v.iter()
+                            .map(|d| format!("\"{}\"", name(*d)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    t.push_str(&format!(
+                        "depends_on = [{}]\nafter_finish = [{}]\n",
+                        list(deps),
+                        list(after)
+                    ));
+                }
+                t
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            /// Any text as TOML or YAML is a workflow or an error, never a panic.
+            #[test]
+            fn any_file_is_a_workflow_or_an_error(text in any::<String>()) {
+                if let Ok(wf) = toml::from_str::<Workflow>(&text) {
+                    let _ = wf.tasks("/tmp");
+                }
+                if let Ok(wf) = serde_yaml_ng::from_str::<Workflow>(&text) {
+                    let _ = wf.tasks("/tmp");
+                }
+            }
+
+            /// Generated workflows: when accepted, every dependency names a step of the
+            /// batch, and every output a step uses comes from a step it depends on.
+            #[test]
+            fn accepted_workflows_only_reference_their_own_steps(text in workflow_toml()) {
+                let wf: Workflow = toml::from_str(&text).unwrap();
+                if let Ok(tasks) = wf.tasks("/tmp") {
+                    let keys: Vec<String> = tasks.iter().filter_map(|t| t.key.clone()).collect();
+                    prop_assert_eq!(keys.len(), tasks.len());
+                    for t in &tasks {
+                        for d in &t.depends_on {
+                            match &d.target {
+                                DepTarget::Key(k) => prop_assert!(keys.contains(k), "unknown {}", k),
+                                other => prop_assert!(false, "a workflow depends on {:?}", other),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -496,4 +496,53 @@ mod tests {
         let a = argv(&b, &spec(), "a; rm -rf /", None).unwrap();
         assert_eq!(a, ["my-agent", "--task", "a; rm -rf /", "--model=sonnet"]);
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        /// Lines a CLI could print: JSON events of the shapes claude and codex emit, with
+        /// fields of the wrong types, plus arbitrary text.
+        fn line() -> impl Strategy<Value = String> {
+            let text = r#"[a-zA-Z0-9 {}":,é-]{0,30}"#;
+            prop_oneof![
+                any::<String>(),
+                text.prop_map(|t| t),
+                ("[a-z_.]{0,16}", text).prop_map(|(ty, t)| json!({"type": ty, "text": t}).to_string()),
+                text.prop_map(|t| json!({"type": "assistant", "message": {"content": [{"type": "text", "text": t}, {"type": "tool_use", "name": t, "input": {"x": 1}}]}}).to_string()),
+                text.prop_map(|t| json!({"type": "user", "message": {"content": [{"type": "tool_result", "content": t, "is_error": true}]}}).to_string()),
+                (any::<bool>(), any::<u32>()).prop_map(|(err, n)| json!({"type": "result", "is_error": err, "result": "r", "session_id": "s", "total_cost_usd": n, "num_turns": n, "usage": {"input_tokens": n, "output_tokens": "many"}}).to_string()),
+                text.prop_map(|t| json!({"type": "item.completed", "item": {"type": "agent_message", "text": t}}).to_string()),
+                text.prop_map(|t| json!({"type": "item.started", "item": {"type": "command_execution", "command": t}}).to_string()),
+                any::<u64>().prop_map(|n| json!({"type": "turn.completed", "usage": {"input_tokens": n, "output_tokens": n}}).to_string()),
+                Just(json!({"type": "thread.started", "thread_id": 7}).to_string()),
+                Just("null".to_string()),
+                Just("[]".to_string()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            /// Whatever a CLI prints, its filter keeps going and ends with a report.
+            #[test]
+            fn every_filter_takes_any_output(lines in prop::collection::vec(line(), 0..24)) {
+                for format in [CliFormat::Claude, CliFormat::Codex, CliFormat::Text] {
+                    let mut f = filter(format, 1);
+                    for l in &lines {
+                        let (text, events) = f.line(l);
+                        if let Some(t) = text {
+                            prop_assert!(t.len() <= l.len() + 4096, "output grew without bound");
+                        }
+                        prop_assert!(events.len() <= 64);
+                    }
+                    let report = f.finish();
+                    if let Some(u) = report.usage {
+                        prop_assert!(u.cost_usd.is_none_or(|c| c.is_finite() && c >= 0.0));
+                    }
+                }
+            }
+        }
+    }
 }

@@ -959,6 +959,7 @@ pub(super) async fn clean(conn: &mut Conn, before: Millis) -> Result<u64> {
 /// Deletes one task with its events; its output, attempts, edges and schedule run go
 /// with it (foreign keys cascade).
 pub(super) async fn delete_task(conn: &mut Conn, id: &str) -> Result<()> {
+    super::dialect::before_deleting_events(conn).await?;
     sqlx::query(sql("DELETE FROM events WHERE task_id = ?"))
         .bind(id)
         .execute(&mut *conn)

@@ -96,6 +96,17 @@ mod dialect {
         Ok(())
     }
 
+    /// Event numbers are one past the highest stored (migration 0005); before events are
+    /// deleted, the highest is remembered so it is never handed out again.
+    pub async fn before_deleting_events(conn: &mut Conn) -> crate::Result<()> {
+        sqlx::query(
+            "UPDATE event_seq SET floor = GREATEST(floor, (SELECT COALESCE(MAX(seq), 0) FROM events))",
+        )
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
     /// Delivered to every listener when (and only if) the transaction commits.
     pub async fn before_commit(conn: &mut Conn) -> crate::Result<()> {
         sqlx::query("SELECT pg_notify('deputy_events', '')")

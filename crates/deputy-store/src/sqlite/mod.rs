@@ -59,6 +59,11 @@ mod dialect {
         Ok(())
     }
 
+    /// `AUTOINCREMENT` never hands out a deleted number again; nothing to do.
+    pub async fn before_deleting_events(_conn: &mut Conn) -> crate::Result<()> {
+        Ok(())
+    }
+
     pub async fn before_commit(_conn: &mut Conn) -> crate::Result<()> {
         Ok(())
     }
