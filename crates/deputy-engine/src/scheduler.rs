@@ -35,6 +35,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             tracing::error!(%e, "promoting scheduled tasks failed");
         }
         let mut held_back = false;
+        // Set when a claim failed (a full disk, a locked database): nothing else may wake
+        // the loop when the database recovers, so it looks again after a second.
+        let mut claim_failed = false;
         loop {
             let running = inner.running_count();
             if running >= inner.cfg.parallel || inner.stop.is_cancelled() {
@@ -66,7 +69,8 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(%e, "claiming tasks failed");
+                    tracing::error!(%e, "claiming tasks failed; trying again in a second");
+                    claim_failed = true;
                     break;
                 }
             }
@@ -88,10 +92,11 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         if let Some(retry) = retry_ticks_at {
             next_tick = next_tick.map(|t| t.max(retry));
         }
-        let wake_at = match (next_due, next_tick) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let retry_claims = claim_failed.then(|| now_ms() + 1000);
+        let wake_at = [next_due, next_tick, retry_claims]
+            .into_iter()
+            .flatten()
+            .min();
         let until_due = async {
             match wake_at {
                 Some(at) => {

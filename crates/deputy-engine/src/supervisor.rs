@@ -85,16 +85,59 @@ pub(crate) async fn supervise(inner: Arc<Inner>, task: Task, stops: Stops) {
         now: now_ms(),
         usage: out.usage,
     };
-    match inner.store.finish(finish).await {
-        Ok(t) => tracing::info!(task = %id, attempt, %status, now = %t.status, "attempt ended"),
-        // Someone else recorded this attempt's end first (a node that recovered it after
-        // our lease expired). Theirs stands; ours is dropped.
-        Err(StoreError::Conflict { actual, .. }) => {
-            tracing::warn!(task = %id, attempt, %status, %actual, "attempt already recorded elsewhere")
-        }
-        Err(e) => tracing::error!(task = %id, attempt, %e, "recording the attempt's end failed"),
-    }
+    record_end(&inner, finish).await;
     inner.release(id);
+}
+
+/// Records the end of an attempt, retrying while the database cannot take the write (a
+/// full disk, a locked file): the attempt is over, and the store must come to say so, or
+/// memory (nothing runs) and the database (`running`) would disagree. The task stays
+/// this node's, its lease renewed, until the write lands. If the engine stops first, the
+/// next start's recovery ends the attempt as interrupted.
+async fn record_end(inner: &Arc<Inner>, finish: Finish) {
+    let (id, attempt, status) = (finish.id, finish.attempt, finish.status);
+    let mut delay = Duration::from_millis(100);
+    let mut failures = 0u32;
+    loop {
+        match inner.store.finish(finish.clone()).await {
+            Ok(t) => {
+                if failures > 0 {
+                    tracing::warn!(task = %id, attempt, failures, "the attempt's end was recorded after the database recovered");
+                }
+                tracing::info!(task = %id, attempt, %status, now = %t.status, "attempt ended");
+                return;
+            }
+            // Someone else recorded this attempt's end first (a node that recovered it
+            // after our lease expired). Theirs stands; ours is dropped.
+            Err(StoreError::Conflict { actual, .. }) => {
+                tracing::warn!(task = %id, attempt, %status, %actual, "attempt already recorded elsewhere");
+                return;
+            }
+            Err(
+                e @ (StoreError::Database(_)
+                | StoreError::WriteFailed(_)
+                | StoreError::Full(_)
+                | StoreError::Busy(_)),
+            ) => {
+                failures += 1;
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::error!(task = %id, attempt, %e, failures, "recording the attempt's end failed; retrying");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = inner.halt.cancelled() => {
+                        tracing::error!(task = %id, attempt, "stopping before the attempt's end was recorded; recovery will end it as interrupted");
+                        return;
+                    }
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(task = %id, attempt, %e, "recording the attempt's end failed");
+                return;
+            }
+        }
+    }
 }
 
 async fn run_attempt(inner: &Arc<Inner>, task: &Task, stops: &Stops) -> Outcome {

@@ -20,7 +20,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable, machine-readable: `bad_request`, `bad_id`, `bad_json`, `ambiguous_id`,
     /// `unauthorized`, `not_found`, `conflict`, `too_large`, `unsupported_media_type`,
-    /// `invalid`, `unknown_group`, `shutting_down`, `internal`.
+    /// `invalid`, `unknown_group`, `disk_full`, `database_busy`, `shutting_down`, `internal`.
     pub code: String,
     /// For people: what happened and what to do next.
     pub message: String,
@@ -86,6 +86,14 @@ impl From<StoreError> for ApiError {
             | StoreError::ScheduleMoved(_) => ApiError::conflict(e.to_string()),
             StoreError::Invalid(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+            }
+            StoreError::Busy(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_busy",
+                e.to_string(),
+            ),
+            StoreError::Full(_) => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", e.to_string())
             }
             StoreError::UnknownGroup(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

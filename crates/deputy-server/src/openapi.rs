@@ -92,6 +92,14 @@ impl Modify for Conformance {
                         error("Malformed request: a bad id, name or query parameter, or a body that is not JSON")
                     });
                 }
+                if !public && !matches!(path.as_str(), "/metrics") {
+                    r.entry("507".into()).or_insert_with(|| {
+                        error("The database's disk is full: nothing was written; free space and try again")
+                    });
+                    r.entry("503".into()).or_insert_with(|| {
+                        error("The database is locked by another process, or the daemon is shutting down: try again")
+                    });
+                }
                 if has_body {
                     r.entry("413".into())
                         .or_insert_with(|| error("The body is over the daemon's `max_body`"));

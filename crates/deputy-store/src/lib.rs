@@ -63,8 +63,18 @@ pub enum StoreError {
     UnknownGroup(String),
     #[error("group `{0}` already exists")]
     GroupExists(String),
+    /// The database's disk (or its quota) is full; the write did not happen.
+    #[error(
+        "the database's disk is full ({0}); nothing was written: free space where the data dir lives, then try again"
+    )]
+    Full(String),
+    /// Another process holds the database's write lock (past the busy timeout).
+    #[error(
+        "the database is locked by another process ({0}); nothing was written: try again, or stop whatever holds deputy.db open for writing"
+    )]
+    Busy(String),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt row in the database: {0}")]
@@ -85,6 +95,37 @@ pub enum StoreError {
     ScheduleExists(String),
     #[error("no schedule `{0}`: list them with `deputy schedule ls`")]
     NoSchedule(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        // SQLITE_FULL is 13 (its extended codes keep 13 in the low byte); PostgreSQL's
+        // disk_full is 53100.
+        let full = match &e {
+            sqlx::Error::Database(d) => {
+                let code = d.code().unwrap_or_default();
+                code == "53100"
+                    || code.parse::<i64>().is_ok_and(|c| c & 0xff == 13)
+                    || d.message().contains("disk is full")
+            }
+            _ => false,
+        };
+        // SQLITE_BUSY is 5 and SQLITE_LOCKED 6, also in the low byte of extended codes.
+        let busy = match &e {
+            sqlx::Error::Database(d) => d
+                .code()
+                .and_then(|c| c.parse::<i64>().ok())
+                .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+            _ => false,
+        };
+        if full {
+            StoreError::Full(e.to_string())
+        } else if busy {
+            StoreError::Busy(e.to_string())
+        } else {
+            StoreError::Database(e)
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -50,6 +50,9 @@ fn init_logging(command: &cli::Command) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
+        // A log that cannot be written (stderr on a full disk) must not take the daemon
+        // down: the subscriber would report it with `eprintln!`, which panics then.
+        .log_internal_errors(false)
         .init();
 }
 

@@ -50,7 +50,7 @@ trait PendingWrite: Send {
     /// must be rolled back).
     fn run<'a>(&'a mut self, conn: &'a mut Conn) -> BoxFuture<'a, bool>;
     /// Hands the result to the caller once the batch's fate is known.
-    fn deliver(self: Box<Self>, committed: std::result::Result<(), String>);
+    fn deliver(self: Box<Self>, committed: std::result::Result<(), BatchFailure>);
     /// Whether the write appended events (the bus is woken after the commit if any did).
     fn announces(&self) -> bool;
     /// Whether the write is one statement that takes no lock and appends no event, so
@@ -88,12 +88,12 @@ impl<T: Send + 'static> PendingWrite for Write<T> {
         })
     }
 
-    fn deliver(self: Box<Self>, committed: std::result::Result<(), String>) {
+    fn deliver(self: Box<Self>, committed: std::result::Result<(), BatchFailure>) {
         let result = match (self.result, committed) {
             // A write that failed on its own reports its own error, whatever the batch did.
             (Some(Err(e)), _) => Err(e),
             (Some(Ok(v)), Ok(())) => Ok(v),
-            (_, Err(why)) => Err(StoreError::WriteFailed(why)),
+            (_, Err(why)) => Err(why.into_error()),
             (None, Ok(())) => Err(StoreError::WriteFailed("the write did not run".into())),
         };
         // The caller may have gone away (its request was dropped); nothing to tell.
@@ -170,6 +170,33 @@ impl Writer {
     }
 }
 
+/// Why a whole batch failed, handed to each of its writers (a full disk and a locked
+/// database keep their kind, so callers and the API can say what to do).
+#[derive(Debug, Clone)]
+enum BatchFailure {
+    Full(String),
+    Busy(String),
+    Other(String),
+}
+
+impl BatchFailure {
+    fn of(e: &StoreError) -> Self {
+        match e {
+            StoreError::Full(m) => BatchFailure::Full(m.clone()),
+            StoreError::Busy(m) => BatchFailure::Busy(m.clone()),
+            other => BatchFailure::Other(other.to_string()),
+        }
+    }
+
+    fn into_error(self) -> StoreError {
+        match self {
+            BatchFailure::Full(m) => StoreError::Full(m),
+            BatchFailure::Busy(m) => StoreError::Busy(m),
+            BatchFailure::Other(m) => StoreError::WriteFailed(m),
+        }
+    }
+}
+
 fn closed() -> StoreError {
     StoreError::WriteFailed("the store is closed".into())
 }
@@ -217,7 +244,7 @@ async fn run(
         if outcome.is_ok() && announces {
             committed.notify_one();
         }
-        let outcome = outcome.map_err(|e| e.to_string());
+        let outcome = outcome.map_err(|e| BatchFailure::of(&e));
         for w in batch {
             w.deliver(outcome.clone());
         }

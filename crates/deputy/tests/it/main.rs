@@ -20,6 +20,7 @@ mod races;
 mod recovery;
 mod schedules;
 mod scheduling;
+mod storage_faults;
 mod streams;
 mod trace;
 mod workflows;
