@@ -119,13 +119,26 @@ async fn after_events(client: &Client, after: i64, n: u64) -> i64 {
 async fn drained(client: &Client, ids: &[TaskId]) {
     let mut s = Box::pin(client.events(None, 0));
     let all_done = || async {
-        let page = client.list(&[("limit", "1000".to_string())]).await.unwrap();
-        let terminal: BTreeSet<TaskId> = page
-            .tasks
-            .iter()
-            .filter(|t| t.status.is_terminal())
-            .map(|t| t.id)
-            .collect();
+        // Every page of the task list (it pages at 1000).
+        let mut terminal: BTreeSet<TaskId> = BTreeSet::new();
+        let mut cursor: Option<i64> = None;
+        loop {
+            let mut q = vec![("limit", "1000".to_string())];
+            if let Some(c) = cursor {
+                q.push(("cursor", c.to_string()));
+            }
+            let page = client.list(&q).await.unwrap();
+            terminal.extend(
+                page.tasks
+                    .iter()
+                    .filter(|t| t.status.is_terminal())
+                    .map(|t| t.id),
+            );
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
         ids.iter().all(|id| terminal.contains(id))
     };
     tokio::time::timeout(std::time::Duration::from_secs(300), async {
@@ -163,12 +176,13 @@ async fn kill_9_at_random_moments_loses_nothing_and_runs_nothing_twice() {
         ("OPENAI_BASE_URL", provider.base_url.as_str()),
     ];
     let mut daemon = ChildDaemon::spawn(&data, &env).await;
-    let submitted = daemon
-        .client
-        .submit_batch(&workload(n, &ledger, &ws, &mut rng))
-        .await
-        .unwrap();
-    let ids: Vec<TaskId> = submitted.tasks.iter().map(|s| s.task.id).collect();
+    // In batches the API takes (chains stay inside one batch: they refer by key).
+    let mut ids: Vec<TaskId> = Vec::with_capacity(n);
+    while ids.len() < n {
+        let batch = workload((n - ids.len()).min(900), &ledger, &ws, &mut rng);
+        let submitted = daemon.client.submit_batch(&batch).await.unwrap();
+        ids.extend(submitted.tasks.iter().map(|s| s.task.id));
+    }
     assert_eq!(ids.len(), n);
 
     // Old daemons are kept until the end: dropping one would drop its PostgreSQL schema.
