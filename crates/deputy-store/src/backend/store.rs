@@ -51,7 +51,12 @@ impl DbStore {
     ) -> Result<Self> {
         let conn = write_pool.acquire().await?;
         let closing = Arc::new(closing);
-        let writer = Writer::start(conn, committed.clone(), closing.subscribe());
+        let writer = Writer::start(
+            write_pool.clone(),
+            conn,
+            committed.clone(),
+            closing.subscribe(),
+        );
         Ok(Self {
             writer,
             write_pool,

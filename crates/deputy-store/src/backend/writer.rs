@@ -132,13 +132,14 @@ impl Writer {
     /// Once `closing` turns true it commits what is already queued, refuses the rest,
     /// and drops the connection.
     pub(super) fn start(
-        conn: impl WriteConn,
+        pool: sqlx::Pool<dialect::Db>,
+        conn: WriteConn,
         committed: Arc<Notify>,
         closing: watch::Receiver<bool>,
     ) -> Writer {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
-        tokio::spawn(run(conn, rx, committed, closing, stats.clone()));
+        tokio::spawn(run(pool, conn, rx, committed, closing, stats.clone()));
         Writer { queue, stats }
     }
 
@@ -167,6 +168,23 @@ impl Writer {
         });
         self.queue.send(pending).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
+    }
+}
+
+/// Closes `old` and takes a new connection from the pool, waiting (with backoff) while the
+/// database cannot give one.
+async fn fresh_connection(pool: &sqlx::Pool<dialect::Db>, old: WriteConn) -> WriteConn {
+    let _ = old.close().await;
+    let mut delay = std::time::Duration::from_millis(50);
+    loop {
+        match pool.acquire().await {
+            Ok(c) => return c,
+            Err(e) => {
+                tracing::error!(%e, "the store's writer cannot reconnect; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
     }
 }
 
@@ -202,11 +220,11 @@ fn closed() -> StoreError {
 }
 
 /// The connection the writer owns (a pooled one, so closing the pool waits for it).
-pub(super) trait WriteConn: std::ops::DerefMut<Target = Conn> + Send + 'static {}
-impl<T: std::ops::DerefMut<Target = Conn> + Send + 'static> WriteConn for T {}
+pub(super) type WriteConn = sqlx::pool::PoolConnection<dialect::Db>;
 
 async fn run(
-    mut conn: impl WriteConn,
+    pool: sqlx::Pool<dialect::Db>,
+    mut conn: WriteConn,
     mut rx: mpsc::Receiver<Box<dyn PendingWrite>>,
     committed: Arc<Notify>,
     mut closing: watch::Receiver<bool>,
@@ -235,6 +253,13 @@ async fn run(
         let announces = batch.iter().any(|w| w.announces());
         let mut held = Duration::ZERO;
         let outcome = commit_batch(&mut conn, &mut batch, announces, &mut held).await;
+        if outcome.is_err() {
+            // A batch that failed as a whole (a COMMIT refused on a full disk, a lost
+            // connection) can leave the connection inside a transaction the driver believes
+            // closed; every later write would then land in it and never commit. Start over
+            // on a fresh connection.
+            conn = fresh_connection(&pool, conn).await;
+        }
         let held = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX);
         stats.busy_nanos.fetch_add(held, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);

@@ -103,7 +103,33 @@ async fn a_full_disk_refuses_writes_clearly_serves_reads_and_recovers() {
         .await
         .unwrap()
         .unwrap();
-    // Nothing more could be recorded yet; then space returns.
+    // The attempt is over (its process gone) and its end has been tried against the full
+    // disk at least once (the writer took two more batches) before space returns.
+    eventually("the task's process to exit", || {
+        processes_of(running.id).is_empty()
+    })
+    .await;
+    let batches = |text: String| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("deputy_store_write_batches_total ")?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let seen = batches(metrics_text(d.client.base()).await);
+    let mut now = seen;
+    tokio::time::timeout(DEADLINE, async {
+        while now < seen + 2.0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            now = batches(metrics_text(d.client.base()).await);
+        }
+    })
+    .await
+    .expect("the attempt's end was not tried while the disk was full");
+    let still = d.client.get(&running.id.to_string()).await.unwrap().task;
+    assert_eq!(still.status, Status::Running, "recorded on a full disk?");
     std::fs::remove_file(&filler).unwrap();
     tokio::time::timeout(DEADLINE, async {
         while let Some(e) = events.next().await {
