@@ -19,21 +19,13 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Parses an SSE byte stream delivered in the given pieces; returns (event, data) pairs.
 fn parse_sse(rt: &tokio::runtime::Runtime, pieces: Vec<Vec<u8>>) -> Vec<(String, String)> {
     rt.block_on(async move {
-        let chunks = futures_util::stream::iter(
-            pieces
-                .into_iter()
-                .map(|p| Ok::<_, std::io::Error>(bytes_of(p))),
-        );
+        let chunks = futures_util::stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>));
         chunks
             .eventsource()
             .filter_map(|e| async move { e.ok().map(|e| (e.event, e.data)) })
             .collect()
             .await
     })
-}
-
-fn bytes_of(v: Vec<u8>) -> Vec<u8> {
-    v
 }
 
 /// Splits `bytes` at the given cut points.
