@@ -12,8 +12,10 @@ use crate::harness::*;
 
 /// Prints `line 1` .. `line 5000`, pausing every 50 lines (longer than the 50 ms flush
 /// interval) so the output arrives as about a hundred separate events.
+// 200 bursts a pause apart: a loaded machine may merge some bursts into one stored chunk,
+// and even if it merges half, the stream holds the 100 events fifty resumes can use.
 const NUMBERED: &str = "i=0; while [ $i -lt 5000 ]; do i=$((i+1)); echo \"line $i\"; \
-                        if [ $((i % 50)) -eq 0 ]; then sleep 0.06; fi; done";
+                        if [ $((i % 25)) -eq 0 ]; then sleep 0.06; fi; done";
 
 fn expected_numbered() -> String {
     (1..=5000).map(|i| format!("line {i}\n")).collect()
