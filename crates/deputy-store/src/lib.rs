@@ -19,6 +19,7 @@ use deputy_core::{Attempt, Event, EventBody, IdRef, NodeId, Status, Stream, Task
 use serde::{Deserialize, Serialize};
 
 pub mod postgres;
+mod sql;
 
 /// The embedded migrations of one backend (each has its own dialect of the schema), in
 /// order: version 1 is the first.
@@ -74,7 +75,7 @@ pub enum StoreError {
     )]
     Busy(String),
     #[error("database error: {0}")]
-    Database(sqlx::Error),
+    Database(String),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt row in the database: {0}")]
@@ -123,7 +124,7 @@ impl From<sqlx::Error> for StoreError {
         } else if busy {
             StoreError::Busy(e.to_string())
         } else {
-            StoreError::Database(e)
+            StoreError::Database(e.to_string())
         }
     }
 }

@@ -10,12 +10,12 @@ use deputy_core::submit::ValidTask;
 use deputy_core::time::Millis;
 use deputy_core::trace::{LlmRecord, LlmRun};
 use deputy_core::{Attempt, Event, IdRef, NodeId, Status, Stream, Task, TaskId};
-use sqlx::Pool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
-use super::dialect::{self, Db, sql};
-use super::writer::{WriteKind, Writer};
+use super::dialect::{self, Conn};
+use super::writer::{BoxFuture, WriteKind, Writer};
 use super::{output, rows, schedules, tasks, trace};
+use crate::sql::query;
 use deputy_core::schedule::{Schedule, ScheduleRun};
 
 use crate::{
@@ -25,11 +25,11 @@ use crate::{
 
 #[derive(Clone)]
 pub struct DbStore {
-    /// Every write goes through here: one writer task, one connection, group commit.
+    /// Every write goes through here: one writer, one connection, group commit.
     pub(super) writer: Writer,
-    /// The pool the writer's connection came from; closed last.
-    pub(super) write_pool: Pool<Db>,
-    pub(super) reader: Pool<Db>,
+    /// Resolves once the writer has let go of its connection (after `close`).
+    writer_exited: Arc<tokio::sync::Mutex<Option<oneshot::Receiver<()>>>>,
+    pub(super) readers: Arc<dialect::Readers>,
     pub(super) committed: Arc<Notify>,
     /// Set on close: background parts (a listener) stop.
     pub(super) closing: Arc<tokio::sync::watch::Sender<bool>>,
@@ -42,28 +42,34 @@ impl std::fmt::Debug for DbStore {
 }
 
 impl DbStore {
-    /// Takes one connection of `write_pool` for the writer task and builds the store.
-    pub(super) async fn new(
-        write_pool: Pool<Db>,
-        reader: Pool<Db>,
+    /// Starts the writer on `conn` (a connection from `connector`, which gives it a fresh
+    /// one after a failed batch) and builds the store.
+    pub(super) fn new(
+        connector: dialect::Connector,
+        conn: Conn,
+        readers: dialect::Readers,
         committed: Arc<Notify>,
         closing: tokio::sync::watch::Sender<bool>,
     ) -> Result<Self> {
-        let conn = write_pool.acquire().await?;
         let closing = Arc::new(closing);
-        let writer = Writer::start(
-            write_pool.clone(),
-            conn,
-            committed.clone(),
-            closing.subscribe(),
-        );
+        let (writer, exited) =
+            Writer::start(connector, conn, committed.clone(), closing.subscribe())?;
         Ok(Self {
             writer,
-            write_pool,
-            reader,
+            writer_exited: Arc::new(tokio::sync::Mutex::new(Some(exited))),
+            readers: Arc::new(readers),
             committed,
             closing,
         })
+    }
+
+    /// Runs `read` on a reader connection (committed data only).
+    async fn read<T, F>(&self, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.readers.run(read).await
     }
 }
 
@@ -78,28 +84,27 @@ impl Store for DbStore {
     }
 
     async fn get(&self, id: TaskId) -> Result<Task> {
-        let mut conn = self.reader.acquire().await?;
-        rows::load_task(&mut conn, id).await
+        self.read(move |c| Box::pin(rows::load_task(c, id))).await
     }
 
     async fn resolve(&self, id: &IdRef) -> Result<TaskId> {
-        let mut conn = self.reader.acquire().await?;
-        rows::resolve(&mut conn, id).await
+        let id = id.clone();
+        self.read(move |c| Box::pin(async move { rows::resolve(c, &id).await }))
+            .await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page> {
-        let mut conn = self.reader.acquire().await?;
-        rows::list(&mut conn, query).await
+        let query = query.clone();
+        self.read(move |c| Box::pin(async move { rows::list(c, &query).await }))
+            .await
     }
 
     async fn attempts(&self, id: TaskId) -> Result<Vec<Attempt>> {
-        let mut conn = self.reader.acquire().await?;
-        rows::attempts(&mut conn, id).await
+        self.read(move |c| Box::pin(rows::attempts(c, id))).await
     }
 
     async fn dependents(&self, id: TaskId) -> Result<Vec<TaskId>> {
-        let mut conn = self.reader.acquire().await?;
-        rows::dependents(&mut conn, id).await
+        self.read(move |c| Box::pin(rows::dependents(c, id))).await
     }
 
     async fn claim_batch(
@@ -111,11 +116,14 @@ impl Store for DbStore {
     ) -> Result<Vec<Task>> {
         // Peek on a reader first: when nothing is ready (the common case after the last
         // task was claimed) the writer stays free for the supervisors' writes.
-        let ready: i64 = sqlx::query_scalar(sql(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM tasks WHERE status = 'queued' LIMIT 1) AS q",
-        ))
-        .fetch_one(&self.reader)
-        .await?;
+        let ready: i64 = self
+            .read(|c| {
+                Box::pin(
+                    query("SELECT COUNT(*) FROM (SELECT 1 FROM tasks WHERE status = 'queued' LIMIT 1) AS q")
+                        .scalar(c),
+                )
+            })
+            .await?;
         if ready == 0 {
             return Ok(Vec::new());
         }
@@ -132,15 +140,15 @@ impl Store for DbStore {
         self.writer
             .write(WriteKind::Statement, move |c| {
                 Box::pin(async move {
-                    let r = sqlx::query(sql(
+                    let changed = query(
                         "UPDATE tasks SET pgid = ? WHERE id = ? AND attempt = ? AND status = 'running'",
-                    ))
+                    )
                     .bind(i64::from(pgid))
                     .bind(id.to_string())
                     .bind(i64::from(attempt))
-                    .execute(&mut *c)
+                    .execute(c)
                     .await?;
-                    if r.rows_affected() != 1 {
+                    if changed != 1 {
                         let actual = rows::load_row(c, id).await?;
                         return Err(StoreError::Conflict {
                             id,
@@ -155,11 +163,15 @@ impl Store for DbStore {
     }
 
     async fn cancel_requested(&self, id: TaskId) -> Result<bool> {
-        let v: Option<i64> =
-            sqlx::query_scalar(sql("SELECT cancel_requested FROM tasks WHERE id = ?"))
-                .bind(id.to_string())
-                .fetch_optional(&self.reader)
-                .await?;
+        let v: Option<i64> = self
+            .read(move |c| {
+                Box::pin(
+                    query("SELECT cancel_requested FROM tasks WHERE id = ?")
+                        .bind(id.to_string())
+                        .scalar_optional(c),
+                )
+            })
+            .await?;
         v.map(|v| v != 0)
             .ok_or_else(|| StoreError::NotFound(id.to_string()))
     }
@@ -168,15 +180,9 @@ impl Store for DbStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut qb = sqlx::QueryBuilder::<Db>::new(
-            "SELECT id FROM tasks WHERE cancel_requested = 1 AND id IN (",
-        );
-        let mut list = qb.separated(", ");
-        for id in ids {
-            list.push_bind(id.to_string());
-        }
-        qb.push(")");
-        let found: Vec<String> = qb.build_query_scalar().fetch_all(&self.reader).await?;
+        let mut q = query("SELECT id FROM tasks WHERE cancel_requested = 1 AND id IN (");
+        q.push_list(ids.iter().map(ToString::to_string)).push(")");
+        let found: Vec<String> = self.read(move |c| Box::pin(q.scalars(c))).await?;
         found.iter().map(|s| rows::parse_id(s)).collect()
     }
 
@@ -218,12 +224,10 @@ impl Store for DbStore {
     }
 
     async fn next_ready_at(&self) -> Result<Option<Millis>> {
-        let mut conn = self.reader.acquire().await?;
-        Ok(sqlx::query_scalar(sql(
-            "SELECT MIN(ready_at) FROM tasks WHERE status = 'scheduled'",
-        ))
-        .fetch_one(&mut *conn)
-        .await?)
+        self.read(|c| {
+            Box::pin(query("SELECT MIN(ready_at) FROM tasks WHERE status = 'scheduled'").scalar(c))
+        })
+        .await
     }
 
     async fn renew_leases(&self, node: &NodeId, until: Millis) -> Result<Vec<TaskId>> {
@@ -232,17 +236,17 @@ impl Store for DbStore {
             .write(WriteKind::Quiet, move |c| {
                 let node = node.clone();
                 Box::pin(async move {
-                    let ids: Vec<String> = sqlx::query_scalar(sql(
+                    let ids: Vec<String> = query(
                         "UPDATE tasks SET lease_expires_at = ? WHERE node = ? AND status = 'running' RETURNING id",
-                    ))
+                    )
                     .bind(until)
                     .bind(&node.0)
-                    .fetch_all(&mut *c)
+                    .scalars(c)
                     .await?;
-                    sqlx::query(sql("UPDATE nodes SET heartbeat_at = ? WHERE id = ?"))
+                    query("UPDATE nodes SET heartbeat_at = ? WHERE id = ?")
                         .bind(deputy_core::time::now_ms())
                         .bind(&node.0)
-                        .execute(&mut *c)
+                        .execute(c)
                         .await?;
                     ids.iter().map(|s| rows::parse_id(s)).collect()
                 })
@@ -251,11 +255,17 @@ impl Store for DbStore {
     }
 
     async fn nodes(&self) -> Result<Vec<deputy_core::api::NodeInfo>> {
-        let rows: Vec<(String, Option<String>, i64, i64, i64)> =
-            sqlx::query_as(sql("SELECT n.id, n.address, n.started_at, n.heartbeat_at,
+        let rows: Vec<(String, Option<String>, i64, i64, i64)> = self
+            .read(|c| {
+                Box::pin(
+                    query(
+                        "SELECT n.id, n.address, n.started_at, n.heartbeat_at,
                     (SELECT COUNT(*) FROM tasks t WHERE t.node = n.id AND t.status = 'running')
-             FROM nodes n ORDER BY n.heartbeat_at DESC"))
-            .fetch_all(&self.reader)
+             FROM nodes n ORDER BY n.heartbeat_at DESC",
+                    )
+                    .fetch_as(c),
+                )
+            })
             .await?;
         Ok(rows
             .into_iter()
@@ -272,8 +282,9 @@ impl Store for DbStore {
     }
 
     async fn running(&self, node: Option<&NodeId>) -> Result<Vec<Task>> {
-        let mut conn = self.reader.acquire().await?;
-        rows::running(&mut conn, node).await
+        let node = node.cloned();
+        self.read(move |c| Box::pin(async move { rows::running(c, node.as_ref()).await }))
+            .await
     }
 
     async fn append_output(&self, batch: OutputBatch) -> Result<()> {
@@ -291,8 +302,8 @@ impl Store for DbStore {
         stream: Option<Stream>,
         from: u64,
     ) -> Result<Vec<StoredChunk>> {
-        let mut conn = self.reader.acquire().await?;
-        output::read(&mut conn, id, attempt, stream, from).await
+        self.read(move |c| Box::pin(output::read(c, id, attempt, stream, from)))
+            .await
     }
 
     async fn events_after(
@@ -301,17 +312,15 @@ impl Store for DbStore {
         limit: u32,
         task: Option<TaskId>,
     ) -> Result<Vec<Event>> {
-        let mut conn = self.reader.acquire().await?;
-        output::events_after(&mut conn, after, limit, task).await
+        self.read(move |c| Box::pin(output::events_after(c, after, limit, task)))
+            .await
     }
 
     async fn last_event_seq(&self) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar::<_, Option<i64>>(sql("SELECT MAX(seq) FROM events"))
-                .fetch_one(&self.reader)
-                .await?
-                .unwrap_or(0),
-        )
+        let last: Option<i64> = self
+            .read(|c| Box::pin(query("SELECT MAX(seq) FROM events").scalar(c)))
+            .await?;
+        Ok(last.unwrap_or(0))
     }
 
     async fn wait_committed(&self) {
@@ -319,8 +328,7 @@ impl Store for DbStore {
     }
 
     async fn groups(&self) -> Result<Vec<Group>> {
-        let mut conn = self.reader.acquire().await?;
-        rows::groups(&mut conn).await
+        self.read(move |c| Box::pin(rows::groups(c))).await
     }
 
     async fn add_group(&self, name: &str, parallel: Option<u32>, now: Millis) -> Result<Group> {
@@ -359,10 +367,11 @@ impl Store for DbStore {
     }
 
     async fn queue_paused(&self) -> Result<bool> {
-        let v: String =
-            sqlx::query_scalar(sql("SELECT value FROM settings WHERE key = 'queue_paused'"))
-                .fetch_one(&self.reader)
-                .await?;
+        let v: String = self
+            .read(|c| {
+                Box::pin(query("SELECT value FROM settings WHERE key = 'queue_paused'").scalar(c))
+            })
+            .await?;
         Ok(v == "1")
     }
 
@@ -373,10 +382,11 @@ impl Store for DbStore {
     }
 
     async fn status_counts(&self) -> Result<StatusCounts> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as(sql("SELECT status, COUNT(*) FROM tasks GROUP BY status"))
-                .fetch_all(&self.reader)
-                .await?;
+        let rows: Vec<(String, i64)> = self
+            .read(|c| {
+                Box::pin(query("SELECT status, COUNT(*) FROM tasks GROUP BY status").fetch_as(c))
+            })
+            .await?;
         let mut by_status = Vec::new();
         for (s, n) in rows {
             let st: Status = s.parse().map_err(StoreError::Corrupt)?;
@@ -386,11 +396,14 @@ impl Store for DbStore {
     }
 
     async fn queue_depths(&self) -> Result<Vec<(String, u64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(sql(
-            "SELECT group_name, COUNT(*) FROM tasks WHERE status = 'queued' GROUP BY group_name",
-        ))
-        .fetch_all(&self.reader)
-        .await?;
+        let rows: Vec<(String, i64)> = self
+            .read(|c| {
+                Box::pin(
+                    query("SELECT group_name, COUNT(*) FROM tasks WHERE status = 'queued' GROUP BY group_name")
+                        .fetch_as(c),
+                )
+            })
+            .await?;
         Ok(rows.into_iter().map(|(g, n)| (g, n as u64)).collect())
     }
 
@@ -401,16 +414,16 @@ impl Store for DbStore {
             .write(WriteKind::Quiet, move |c| {
                 let (node, address) = (node.clone(), address.clone());
                 Box::pin(async move {
-                    sqlx::query(sql(
+                    query(
                         "INSERT INTO nodes (id, started_at, heartbeat_at, address) VALUES (?, ?, ?, ?)
                          ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at,
                            heartbeat_at = excluded.heartbeat_at, address = excluded.address",
-                    ))
+                    )
                     .bind(&node.0)
                     .bind(now)
                     .bind(now)
                     .bind(address)
-                    .execute(&mut *c)
+                    .execute(c)
                     .await?;
                     Ok(())
                 })
@@ -461,8 +474,7 @@ impl Store for DbStore {
     }
 
     async fn trace(&self, id: TaskId) -> Result<Vec<LlmRun>> {
-        let mut conn = self.reader.acquire().await?;
-        trace::load(&mut conn, id).await
+        self.read(move |c| Box::pin(trace::load(c, id))).await
     }
 
     fn write_counts(&self) -> crate::WriteCounts {
@@ -479,18 +491,19 @@ impl Store for DbStore {
     }
 
     async fn schedule(&self, name: &str) -> Result<Schedule> {
-        let mut conn = self.reader.acquire().await?;
-        schedules::get(&mut conn, name).await
+        let name = name.to_string();
+        self.read(move |c| Box::pin(async move { schedules::get(c, &name).await }))
+            .await
     }
 
     async fn schedules(&self) -> Result<Vec<Schedule>> {
-        let mut conn = self.reader.acquire().await?;
-        schedules::list(&mut conn).await
+        self.read(move |c| Box::pin(schedules::list(c))).await
     }
 
     async fn schedule_runs(&self, name: &str, limit: u32) -> Result<Vec<ScheduleRun>> {
-        let mut conn = self.reader.acquire().await?;
-        schedules::runs(&mut conn, name, limit).await
+        let name = name.to_string();
+        self.read(move |c| Box::pin(async move { schedules::runs(c, &name, limit).await }))
+            .await
     }
 
     async fn set_schedule_paused(
@@ -522,13 +535,12 @@ impl Store for DbStore {
     }
 
     async fn due_schedules(&self, now: Millis, limit: u32) -> Result<Vec<Schedule>> {
-        let mut conn = self.reader.acquire().await?;
-        schedules::due(&mut conn, now, limit).await
+        self.read(move |c| Box::pin(schedules::due(c, now, limit)))
+            .await
     }
 
     async fn next_schedule_at(&self) -> Result<Option<Millis>> {
-        let mut conn = self.reader.acquire().await?;
-        schedules::next_at(&mut conn).await
+        self.read(move |c| Box::pin(schedules::next_at(c))).await
     }
 
     async fn fire_schedule(&self, fire: Fire) -> Result<Fired> {
@@ -543,7 +555,9 @@ impl Store for DbStore {
     async fn close(&self) {
         // The writer commits what is already queued, then lets go of its connection.
         let _ = self.closing.send(true);
-        self.reader.close().await;
-        self.write_pool.close().await;
+        if let Some(exited) = self.writer_exited.lock().await.take() {
+            let _ = exited.await;
+        }
+        self.readers.close().await;
     }
 }

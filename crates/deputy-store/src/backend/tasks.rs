@@ -10,8 +10,9 @@ use deputy_core::submit::{DepTarget, ValidTask};
 use deputy_core::time::Millis;
 use deputy_core::{DepMode, Dependency, NodeId, Status, Task, TaskId};
 
-use super::dialect::{Conn, sql};
+use super::dialect::Conn;
 use super::rows::{self, load_row, load_task};
+use crate::sql::{Bind, query};
 use crate::{CancelOutcome, Finish, Group, Result, StoreError, Submitted};
 
 pub(super) async fn append_event(
@@ -20,15 +21,14 @@ pub(super) async fn append_event(
     body: &EventBody,
     now: Millis,
 ) -> Result<i64> {
-    let seq: i64 = sqlx::query_scalar(sql(
-        "INSERT INTO events (task_id, type, payload, at) VALUES (?, ?, ?, ?) RETURNING seq",
-    ))
-    .bind(task.map(|t| t.to_string()))
-    .bind(body.type_name())
-    .bind(body.payload().to_string())
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?;
+    let seq: i64 =
+        query("INSERT INTO events (task_id, type, payload, at) VALUES (?, ?, ?, ?) RETURNING seq")
+            .bind(task.map(|t| t.to_string()))
+            .bind(body.type_name())
+            .bind(body.payload().to_string())
+            .bind(now)
+            .scalar(conn)
+            .await?;
     Ok(seq)
 }
 
@@ -90,12 +90,12 @@ async fn apply(conn: &mut Conn, cur: &Task, to: Status, mv: Move, now: Millis) -
             t.ready_at = None;
         }
     }
-    let updated = sqlx::query(sql(
+    let updated = query(
         "UPDATE tasks SET status = ?, attempt = ?, updated_at = ?, started_at = ?, finished_at = ?,
             ready_at = ?, exit_code = ?, signal = ?, reason = ?, node = ?, lease_expires_at = ?,
             pgid = ?, cancel_requested = ?, usage = ?, resume_session = ?
          WHERE id = ? AND status = ? AND attempt = ?",
-    ))
+    )
     .bind(t.status.as_str())
     .bind(i64::from(t.attempt))
     .bind(t.updated_at)
@@ -114,9 +114,9 @@ async fn apply(conn: &mut Conn, cur: &Task, to: Status, mv: Move, now: Millis) -
     .bind(t.id.to_string())
     .bind(cur.status.as_str())
     .bind(i64::from(cur.attempt))
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
-    if updated.rows_affected() != 1 {
+    if updated != 1 {
         let actual = load_row(conn, cur.id).await?;
         return Err(StoreError::Conflict {
             id: cur.id,
@@ -125,17 +125,13 @@ async fn apply(conn: &mut Conn, cur: &Task, to: Status, mv: Move, now: Millis) -
         });
     }
     if cur.status == Status::Running {
-        sqlx::query(sql(
-            "UPDATE groups SET running = running - 1 WHERE name = ?",
-        ))
-        .bind(&t.spec.group)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(sql(
-            "UPDATE attempts SET status = ?, finished_at = ?, exit_code = ?, signal = ?, reason = ?,
+        query("UPDATE groups SET running = running - 1 WHERE name = ?")
+            .bind(&t.spec.group)
+            .execute(conn)
+            .await?;
+        query("UPDATE attempts SET status = ?, finished_at = ?, exit_code = ?, signal = ?, reason = ?,
                  usage = ?
-             WHERE task_id = ? AND number = ?",
-        ))
+             WHERE task_id = ? AND number = ?")
         .bind(to.as_str())
         .bind(now)
         .bind(t.exit_code.map(i64::from))
@@ -144,7 +140,7 @@ async fn apply(conn: &mut Conn, cur: &Task, to: Status, mv: Move, now: Millis) -
         .bind(mv.usage.as_ref().map(rows::usage_json))
         .bind(t.id.to_string())
         .bind(i64::from(cur.attempt))
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
         // Model calls the attempt left unfinished end with it (only agents make any).
         if matches!(t.spec.kind, deputy_core::TaskKind::Agent { .. }) {
@@ -152,20 +148,18 @@ async fn apply(conn: &mut Conn, cur: &Task, to: Status, mv: Move, now: Millis) -
         }
     }
     if to == Status::Running {
-        sqlx::query(sql(
-            "UPDATE groups SET running = running + 1 WHERE name = ?",
-        ))
-        .bind(&t.spec.group)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(
-            sql("INSERT INTO attempts (task_id, number, status, node, started_at) VALUES (?, ?, 'running', ?, ?)"),
+        query("UPDATE groups SET running = running + 1 WHERE name = ?")
+            .bind(&t.spec.group)
+            .execute(conn)
+            .await?;
+        query(
+            "INSERT INTO attempts (task_id, number, status, node, started_at) VALUES (?, ?, 'running', ?, ?)",
         )
         .bind(t.id.to_string())
         .bind(i64::from(t.attempt))
         .bind(&t.node)
         .bind(now)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
     }
     append_event(
@@ -258,9 +252,9 @@ enum Readiness {
 async fn readiness(conn: &mut Conn, deps: &[Dependency]) -> Result<Readiness> {
     let mut waiting = false;
     for dep in deps {
-        let status: String = sqlx::query_scalar(sql("SELECT status FROM tasks WHERE id = ?"))
+        let status: String = query("SELECT status FROM tasks WHERE id = ?")
             .bind(dep.task.to_string())
-            .fetch_one(&mut *conn)
+            .scalar(conn)
             .await?;
         let status = rows::parse_status(&status)?;
         if !status.is_terminal() {
@@ -358,11 +352,10 @@ pub(super) async fn submit(
     let groups: std::collections::HashSet<&str> =
         batch.iter().map(|t| t.spec.group.as_str()).collect();
     for group in groups {
-        let exists: Option<String> =
-            sqlx::query_scalar(sql("SELECT name FROM groups WHERE name = ?"))
-                .bind(group)
-                .fetch_optional(&mut *conn)
-                .await?;
+        let exists: Option<String> = query("SELECT name FROM groups WHERE name = ?")
+            .bind(group)
+            .scalar_optional(conn)
+            .await?;
         if exists.is_none() {
             return Err(StoreError::UnknownGroup(group.to_string()));
         }
@@ -375,11 +368,10 @@ pub(super) async fn submit(
     for i in order {
         let t = &batch[i];
         if let Some(key) = &t.spec.idempotency_key {
-            let existing: Option<String> =
-                sqlx::query_scalar(sql("SELECT id FROM tasks WHERE idempotency_key = ?"))
-                    .bind(key)
-                    .fetch_optional(&mut *conn)
-                    .await?;
+            let existing: Option<String> = query("SELECT id FROM tasks WHERE idempotency_key = ?")
+                .bind(key)
+                .scalar_optional(conn)
+                .await?;
             if let Some(existing) = existing {
                 let task = load_task(conn, rows::parse_id(&existing)?).await?;
                 ids[i] = Some(task.id);
@@ -468,10 +460,10 @@ async fn insert_task(
     let spec_json =
         serde_json::to_string(&t.spec).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let finished_at = status.is_terminal().then_some(now);
-    sqlx::query(
-        sql("INSERT INTO tasks (id, status, priority, group_name, attempt, spec, title, idempotency_key,
+    query(
+        "INSERT INTO tasks (id, status, priority, group_name, attempt, spec, title, idempotency_key,
             queue_seq, created_at, updated_at, ready_at, reason, finished_at)
-         VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+         VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(id.to_string())
     .bind(status.as_str())
@@ -486,24 +478,24 @@ async fn insert_task(
     .bind(ready_at)
     .bind(&reason)
     .bind(finished_at)
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
     for label in &t.spec.labels {
-        sqlx::query(
-            sql("INSERT INTO task_labels (label, task_id, queue_seq) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"),
+        query(
+            "INSERT INTO task_labels (label, task_id, queue_seq) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(label)
         .bind(id.to_string())
         .bind(seq)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
     }
     for d in &deps {
-        sqlx::query(sql("INSERT INTO task_deps (task_id, depends_on, mode) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"))
+        query("INSERT INTO task_deps (task_id, depends_on, mode) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
             .bind(id.to_string())
             .bind(d.task.to_string())
             .bind(d.mode.to_string())
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
     }
     let task = Task {
@@ -548,18 +540,18 @@ pub(super) async fn claim_batch(
     if max == 0 {
         return Ok(Vec::new());
     }
-    let queue_paused: String =
-        sqlx::query_scalar(sql("SELECT value FROM settings WHERE key = 'queue_paused'"))
-            .fetch_one(&mut *conn)
-            .await?;
+    let queue_paused: String = query("SELECT value FROM settings WHERE key = 'queue_paused'")
+        .scalar(conn)
+        .await?;
     if queue_paused == "1" {
         return Ok(Vec::new());
     }
-    let open: Vec<(String, Option<i64>, i64)> =
-        sqlx::query_as(sql("SELECT name, parallel, running FROM groups
-         WHERE paused = 0 AND (parallel IS NULL OR running < parallel)"))
-        .fetch_all(&mut *conn)
-        .await?;
+    let open: Vec<(String, Option<i64>, i64)> = query(
+        "SELECT name, parallel, running FROM groups
+         WHERE paused = 0 AND (parallel IS NULL OR running < parallel)",
+    )
+    .fetch_as(conn)
+    .await?;
     let mut candidates: Vec<(i64, i64, Task)> = Vec::new();
     for (group, parallel, running) in open {
         let room = parallel
@@ -568,15 +560,14 @@ pub(super) async fn claim_batch(
         if room == 0 {
             continue;
         }
-        let rows = sqlx::query(sql(super::dialect::CLAIM_GROUP))
+        let rows = query(super::dialect::CLAIM_GROUP)
             .bind(&group)
             .bind(room as i64)
-            .fetch_all(&mut *conn)
+            .fetch_all(conn)
             .await?;
         for row in &rows {
-            use sqlx::Row;
             let task = rows::task_from_row(row)?;
-            let queue_seq: i64 = row.try_get("queue_seq")?;
+            let queue_seq: i64 = row.get("queue_seq")?;
             candidates.push((task.spec.priority.rank(), queue_seq, task));
         }
     }
@@ -603,24 +594,21 @@ pub(super) async fn claim_batch(
         claimed.push(t);
     }
 
-    let mut qb = sqlx::QueryBuilder::<super::dialect::Db>::new(
+    let mut q = query(
         "UPDATE tasks SET status = 'running', reason = NULL, pgid = NULL, ready_at = NULL, updated_at = ",
     );
-    qb.push_bind(now)
+    q.push_bind(now)
         .push(", started_at = ")
         .push_bind(now)
         .push(", node = ")
         .push_bind(node.0.clone())
         .push(", lease_expires_at = ")
         .push_bind(lease)
-        .push(" WHERE status = 'queued' AND id IN (");
-    let mut ids = qb.separated(", ");
-    for t in &claimed {
-        ids.push_bind(t.id.to_string());
-    }
-    qb.push(")");
-    let updated = qb.build().execute(&mut *conn).await?;
-    if updated.rows_affected() != claimed.len() as u64 {
+        .push(" WHERE status = 'queued' AND id IN (")
+        .push_list(claimed.iter().map(|t| t.id.to_string()))
+        .push(")");
+    let updated = q.execute(conn).await?;
+    if updated != claimed.len() as u64 {
         // Another writer moved one of them first; this claim changes nothing.
         return Err(StoreError::Conflict {
             id: claimed[0].id,
@@ -634,31 +622,27 @@ pub(super) async fn claim_batch(
         *per_group.entry(t.spec.group.as_str()).or_default() += 1;
     }
     for (group, n) in per_group {
-        sqlx::query(sql(
-            "UPDATE groups SET running = running + ? WHERE name = ?",
-        ))
-        .bind(n)
-        .bind(group)
-        .execute(&mut *conn)
-        .await?;
+        query("UPDATE groups SET running = running + ? WHERE name = ?")
+            .bind(n)
+            .bind(group)
+            .execute(conn)
+            .await?;
     }
 
-    let mut qb = sqlx::QueryBuilder::<super::dialect::Db>::new(
-        "INSERT INTO attempts (task_id, number, status, node, started_at) ",
-    );
-    qb.push_values(&claimed, |mut row, t| {
-        row.push_bind(t.id.to_string())
-            .push_bind(i64::from(t.attempt))
-            .push_bind("running")
-            .push_bind(node.0.clone())
-            .push_bind(now);
+    let mut q = query("INSERT INTO attempts (task_id, number, status, node, started_at) VALUES ");
+    q.push_rows(&claimed, |t| {
+        vec![
+            t.id.to_string().value(),
+            i64::from(t.attempt).value(),
+            "running".value(),
+            node.0.as_str().value(),
+            now.value(),
+        ]
     });
-    qb.build().execute(&mut *conn).await?;
+    q.execute(conn).await?;
 
-    let mut qb = sqlx::QueryBuilder::<super::dialect::Db>::new(
-        "INSERT INTO events (task_id, type, payload, at) ",
-    );
-    qb.push_values(&claimed, |mut row, t| {
+    let mut q = query("INSERT INTO events (task_id, type, payload, at) VALUES ");
+    q.push_rows(&claimed, |t| {
         let body = EventBody::TaskStatus {
             from: Status::Queued,
             to: Status::Running,
@@ -668,12 +652,14 @@ pub(super) async fn claim_batch(
             signal: None,
             run_at: None,
         };
-        row.push_bind(t.id.to_string())
-            .push_bind(body.type_name())
-            .push_bind(body.payload().to_string())
-            .push_bind(now);
+        vec![
+            t.id.to_string().value(),
+            body.type_name().value(),
+            body.payload().to_string().value(),
+            now.value(),
+        ]
     });
-    qb.build().execute(&mut *conn).await?;
+    q.execute(conn).await?;
     Ok(claimed)
 }
 
@@ -763,10 +749,10 @@ pub(super) async fn cancel(
         }
         Status::Running => {
             if !cur.cancel_requested {
-                sqlx::query(sql("UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'running'"))
+                query("UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'running'")
                     .bind(now)
                     .bind(id.to_string())
-                    .execute(&mut *conn)
+                    .execute(conn)
                     .await?;
                 append_event(
                     conn,
@@ -823,11 +809,11 @@ pub(super) async fn retry(conn: &mut Conn, id: TaskId, now: Millis, resume: bool
 }
 
 pub(super) async fn promote_due(conn: &mut Conn, now: Millis) -> Result<u64> {
-    let due: Vec<String> = sqlx::query_scalar(
-        sql("SELECT id FROM tasks WHERE status = 'scheduled' AND ready_at <= ? ORDER BY ready_at LIMIT 1000"),
+    let due: Vec<String> = query(
+        "SELECT id FROM tasks WHERE status = 'scheduled' AND ready_at <= ? ORDER BY ready_at LIMIT 1000",
     )
     .bind(now)
-    .fetch_all(&mut *conn)
+    .scalars(conn)
     .await?;
     for id in &due {
         let cur = load_row(conn, rows::parse_id(id)?).await?;
@@ -837,13 +823,11 @@ pub(super) async fn promote_due(conn: &mut Conn, now: Millis) -> Result<u64> {
 }
 
 async fn load_group(conn: &mut Conn, name: &str) -> Result<Group> {
-    let row = sqlx::query(sql(
-        "SELECT name, parallel, paused, running FROM groups WHERE name = ?",
-    ))
-    .bind(name)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| StoreError::UnknownGroup(name.to_string()))?;
+    let row = query("SELECT name, parallel, paused, running FROM groups WHERE name = ?")
+        .bind(name)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| StoreError::UnknownGroup(name.to_string()))?;
     rows::group_from_row(&row)
 }
 
@@ -854,13 +838,13 @@ pub(super) async fn add_group(
     now: Millis,
 ) -> Result<Group> {
     deputy_core::limits::check_group_name(name).map_err(StoreError::Invalid)?;
-    let r = sqlx::query(sql("INSERT INTO groups (name, parallel, paused, running, created_at) VALUES (?, ?, 0, 0, ?) ON CONFLICT DO NOTHING"))
+    let r = query("INSERT INTO groups (name, parallel, paused, running, created_at) VALUES (?, ?, 0, 0, ?) ON CONFLICT DO NOTHING")
         .bind(name)
         .bind(parallel.map(i64::from))
         .bind(now)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
-    if r.rows_affected() == 0 {
+    if r == 0 {
         return Err(StoreError::GroupExists(name.to_string()));
     }
     append_event(
@@ -884,10 +868,10 @@ pub(super) async fn set_group_parallel(
     now: Millis,
 ) -> Result<Group> {
     load_group(conn, name).await?;
-    sqlx::query(sql("UPDATE groups SET parallel = ? WHERE name = ?"))
+    query("UPDATE groups SET parallel = ? WHERE name = ?")
         .bind(parallel.map(i64::from))
         .bind(name)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
     append_event(
         conn,
@@ -912,19 +896,17 @@ pub(super) async fn set_paused(
     match group {
         Some(name) => {
             load_group(conn, name).await?;
-            sqlx::query(sql("UPDATE groups SET paused = ? WHERE name = ?"))
+            query("UPDATE groups SET paused = ? WHERE name = ?")
                 .bind(i64::from(paused))
                 .bind(name)
-                .execute(&mut *conn)
+                .execute(conn)
                 .await?;
         }
         None => {
-            sqlx::query(sql(
-                "UPDATE settings SET value = ? WHERE key = 'queue_paused'",
-            ))
-            .bind(if paused { "1" } else { "0" })
-            .execute(&mut *conn)
-            .await?;
+            query("UPDATE settings SET value = ? WHERE key = 'queue_paused'")
+                .bind(if paused { "1" } else { "0" })
+                .execute(conn)
+                .await?;
         }
     }
     append_event(
@@ -943,12 +925,14 @@ pub(super) async fn set_paused(
 
 pub(super) async fn clean(conn: &mut Conn, before: Millis) -> Result<u64> {
     // Only tasks whose dependents have all ended too, so no waiting task loses an edge.
-    let ids: Vec<String> = sqlx::query_scalar(sql("SELECT id FROM tasks t WHERE finished_at < ?
+    let ids: Vec<String> = query(
+        "SELECT id FROM tasks t WHERE finished_at < ?
            AND status IN ('succeeded', 'failed', 'cancelled', 'timed_out', 'interrupted')
            AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks o ON o.id = d.task_id
-                           WHERE d.depends_on = t.id AND o.finished_at IS NULL)"))
+                           WHERE d.depends_on = t.id AND o.finished_at IS NULL)",
+    )
     .bind(before)
-    .fetch_all(&mut *conn)
+    .scalars(conn)
     .await?;
     for id in &ids {
         delete_task(conn, id).await?;
@@ -960,13 +944,13 @@ pub(super) async fn clean(conn: &mut Conn, before: Millis) -> Result<u64> {
 /// with it (foreign keys cascade).
 pub(super) async fn delete_task(conn: &mut Conn, id: &str) -> Result<()> {
     super::dialect::before_deleting_events(conn).await?;
-    sqlx::query(sql("DELETE FROM events WHERE task_id = ?"))
+    query("DELETE FROM events WHERE task_id = ?")
         .bind(id)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
-    sqlx::query(sql("DELETE FROM tasks WHERE id = ?"))
+    query("DELETE FROM tasks WHERE id = ?")
         .bind(id)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
     Ok(())
 }

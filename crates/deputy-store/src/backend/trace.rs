@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use deputy_core::TaskId;
 use deputy_core::time::Millis;
 use deputy_core::trace::{LlmAttempt, LlmRecord, LlmRun, LlmStep, RecordStatus, Usage};
-use sqlx::Row;
 
-use super::dialect::{Conn, DbRow, sql};
+use super::dialect::Conn;
 use super::rows::parse_id;
+use crate::sql::{Row, query};
 use crate::{Result, StoreError};
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -35,11 +35,11 @@ pub(super) async fn record(conn: &mut Conn, rec: &LlmRecord) -> Result<()> {
             model,
             started_at,
         } => {
-            sqlx::query(sql(
+            query(
                 "INSERT INTO llm_runs (id, task_id, task_attempt, provider, model, status,
                      status_rank, started_at)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            ))
+            )
             .bind(run_id)
             .bind(task_id.to_string())
             .bind(i64::from(*task_attempt))
@@ -48,7 +48,7 @@ pub(super) async fn record(conn: &mut Conn, rec: &LlmRecord) -> Result<()> {
             .bind(RecordStatus::InProgress.as_str())
             .bind(RecordStatus::InProgress.rank())
             .bind(started_at)
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
         }
         LlmRecord::RunEnded {
@@ -58,11 +58,11 @@ pub(super) async fn record(conn: &mut Conn, rec: &LlmRecord) -> Result<()> {
             usage,
             ended_at,
         } => {
-            sqlx::query(sql(
+            query(
                 "UPDATE llm_runs SET status = ?, status_rank = ?, error = ?, usage = ?,
                      ended_at = ?
                  WHERE id = ? AND status_rank <= ?",
-            ))
+            )
             .bind(status.as_str())
             .bind(status.rank())
             .bind(error)
@@ -70,7 +70,7 @@ pub(super) async fn record(conn: &mut Conn, rec: &LlmRecord) -> Result<()> {
             .bind(ended_at)
             .bind(run_id)
             .bind(status.rank())
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
         }
         LlmRecord::StepStarted {
@@ -80,11 +80,11 @@ pub(super) async fn record(conn: &mut Conn, rec: &LlmRecord) -> Result<()> {
             request,
             started_at,
         } => {
-            sqlx::query(sql(
+            query(
                 "INSERT INTO llm_steps (run_id, number, operation, request, status, status_rank,
                      started_at)
                  VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, number) DO NOTHING",
-            ))
+            )
             .bind(run_id)
             .bind(i64::from(*step))
             .bind(operation)
@@ -92,7 +92,7 @@ pub(super) async fn record(conn: &mut Conn, rec: &LlmRecord) -> Result<()> {
             .bind(RecordStatus::InProgress.as_str())
             .bind(RecordStatus::InProgress.rank())
             .bind(started_at)
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
         }
         LlmRecord::StepUpdated {
@@ -107,13 +107,13 @@ pub(super) async fn record(conn: &mut Conn, rec: &LlmRecord) -> Result<()> {
         } => {
             // `error` is set as given: a step that completes after a failed attempt
             // clears the earlier error. The other fields keep their value when absent.
-            sqlx::query(sql(
+            query(
                 "UPDATE llm_steps SET status = ?, status_rank = ?, error = ?,
                      response = COALESCE(?, response), usage = COALESCE(?, usage),
                      first_token_at = COALESCE(first_token_at, ?),
                      ended_at = COALESCE(?, ended_at)
                  WHERE run_id = ? AND number = ? AND status_rank <= ?",
-            ))
+            )
             .bind(status.as_str())
             .bind(status.rank())
             .bind(error)
@@ -124,7 +124,7 @@ pub(super) async fn record(conn: &mut Conn, rec: &LlmRecord) -> Result<()> {
             .bind(run_id)
             .bind(i64::from(*step))
             .bind(status.rank())
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
         }
         LlmRecord::Attempt {
@@ -132,13 +132,13 @@ pub(super) async fn record(conn: &mut Conn, rec: &LlmRecord) -> Result<()> {
             step,
             attempt: a,
         } => {
-            sqlx::query(sql(
+            query(
                 "INSERT INTO llm_attempts (run_id, step, number, method, url, status_code,
                      request_headers, request_body, response_headers, response_body, chunks,
                      chunks_omitted, started_at, duration_ms, error)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (run_id, step, number) DO NOTHING",
-            ))
+            )
             .bind(run_id)
             .bind(i64::from(*step))
             .bind(i64::from(a.number))
@@ -154,7 +154,7 @@ pub(super) async fn record(conn: &mut Conn, rec: &LlmRecord) -> Result<()> {
             .bind(a.started_at)
             .bind(a.duration_ms as i64)
             .bind(&a.error)
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
         }
     }
@@ -170,133 +170,128 @@ pub(super) async fn interrupt(
     now: Millis,
 ) -> Result<()> {
     let interrupted = RecordStatus::Interrupted;
-    sqlx::query(sql(
+    query(
         "UPDATE llm_steps SET status = ?, status_rank = ?, ended_at = ?
          WHERE status_rank < ? AND run_id IN
              (SELECT id FROM llm_runs WHERE task_id = ? AND task_attempt = ?)",
-    ))
+    )
     .bind(interrupted.as_str())
     .bind(interrupted.rank())
     .bind(now)
     .bind(interrupted.rank())
     .bind(task.to_string())
     .bind(i64::from(attempt))
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
-    sqlx::query(sql(
+    query(
         "UPDATE llm_runs SET status = ?, status_rank = ?, ended_at = ?
          WHERE status_rank < ? AND task_id = ? AND task_attempt = ?",
-    ))
+    )
     .bind(interrupted.as_str())
     .bind(interrupted.rank())
     .bind(now)
     .bind(interrupted.rank())
     .bind(task.to_string())
     .bind(i64::from(attempt))
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
     Ok(())
 }
 
-fn status_of(row: &DbRow) -> Result<RecordStatus> {
-    let s: String = row.try_get("status")?;
+fn status_of(row: &Row) -> Result<RecordStatus> {
+    let s: String = row.get("status")?;
     RecordStatus::parse(&s).ok_or_else(|| corrupt(format!("record status `{s}`")))
 }
 
-fn usage_of(row: &DbRow) -> Result<Usage> {
-    row.try_get::<Option<String>, _>("usage")?
+fn usage_of(row: &Row) -> Result<Usage> {
+    row.get::<Option<String>>("usage")?
         .map_or(Ok(Usage::default()), |u| from_json("usage", &u))
 }
 
 /// Every run of a task with its steps and their attempts, oldest first.
 pub(super) async fn load(conn: &mut Conn, task: TaskId) -> Result<Vec<LlmRun>> {
     let id = task.to_string();
-    let run_rows = sqlx::query(sql(
+    let run_rows = query(
         "SELECT id, task_id, task_attempt, provider, model, status, error, usage, started_at,
                 ended_at
          FROM llm_runs WHERE task_id = ? ORDER BY started_at, id",
-    ))
+    )
     .bind(&id)
-    .fetch_all(&mut *conn)
+    .fetch_all(conn)
     .await?;
-    let step_rows = sqlx::query(sql(
+    let step_rows = query(
         "SELECT s.run_id, s.number, s.operation, s.request, s.response, s.usage, s.status,
                 s.error, s.started_at, s.first_token_at, s.ended_at
          FROM llm_steps s JOIN llm_runs r ON r.id = s.run_id
          WHERE r.task_id = ? ORDER BY s.run_id, s.number",
-    ))
+    )
     .bind(&id)
-    .fetch_all(&mut *conn)
+    .fetch_all(conn)
     .await?;
-    let attempt_rows = sqlx::query(sql(
+    let attempt_rows = query(
         "SELECT a.run_id, a.step, a.number, a.method, a.url, a.status_code, a.request_headers,
                 a.request_body, a.response_headers, a.response_body, a.chunks, a.chunks_omitted,
                 a.started_at, a.duration_ms, a.error
          FROM llm_attempts a JOIN llm_runs r ON r.id = a.run_id
          WHERE r.task_id = ? ORDER BY a.run_id, a.step, a.number",
-    ))
+    )
     .bind(&id)
-    .fetch_all(&mut *conn)
+    .fetch_all(conn)
     .await?;
 
     let mut attempts: BTreeMap<(String, u32), Vec<LlmAttempt>> = BTreeMap::new();
     for r in &attempt_rows {
-        let key = (
-            r.try_get::<String, _>("run_id")?,
-            r.try_get::<i64, _>("step")? as u32,
-        );
+        let key = (r.get::<String>("run_id")?, r.get::<i64>("step")? as u32);
         attempts.entry(key).or_default().push(LlmAttempt {
-            number: r.try_get::<i64, _>("number")? as u32,
-            method: r.try_get("method")?,
-            url: r.try_get("url")?,
-            status_code: r
-                .try_get::<Option<i64>, _>("status_code")?
-                .map(|v| v as u16),
-            request_headers: from_json("headers", &r.try_get::<String, _>("request_headers")?)?,
-            request_body: r.try_get("request_body")?,
-            response_headers: from_json("headers", &r.try_get::<String, _>("response_headers")?)?,
-            response_body: r.try_get("response_body")?,
-            chunks: from_json("chunks", &r.try_get::<String, _>("chunks")?)?,
-            chunks_omitted: r.try_get::<i64, _>("chunks_omitted")? as u64,
-            started_at: r.try_get("started_at")?,
-            duration_ms: r.try_get::<i64, _>("duration_ms")? as u64,
-            error: r.try_get("error")?,
+            number: r.get::<i64>("number")? as u32,
+            method: r.get("method")?,
+            url: r.get("url")?,
+            status_code: r.get::<Option<i64>>("status_code")?.map(|v| v as u16),
+            request_headers: from_json("headers", &r.get::<String>("request_headers")?)?,
+            request_body: r.get("request_body")?,
+            response_headers: from_json("headers", &r.get::<String>("response_headers")?)?,
+            response_body: r.get("response_body")?,
+            chunks: from_json("chunks", &r.get::<String>("chunks")?)?,
+            chunks_omitted: r.get::<i64>("chunks_omitted")? as u64,
+            started_at: r.get("started_at")?,
+            duration_ms: r.get::<i64>("duration_ms")? as u64,
+            error: r.get("error")?,
         });
     }
     let mut steps: BTreeMap<String, Vec<LlmStep>> = BTreeMap::new();
     for r in &step_rows {
-        let run_id: String = r.try_get("run_id")?;
-        let number = r.try_get::<i64, _>("number")? as u32;
-        let request: String = r.try_get("request")?;
-        let response: Option<String> = r.try_get("response")?;
+        let run_id: String = r.get("run_id")?;
+        let number = r.get::<i64>("number")? as u32;
+        let request: String = r.get("request")?;
+        let response: Option<String> = r.get("response")?;
         steps.entry(run_id.clone()).or_default().push(LlmStep {
             number,
-            operation: r.try_get("operation")?,
+            operation: r.get("operation")?,
             request: json_or_text(&request),
             response: response.as_deref().map(json_or_text),
             usage: usage_of(r)?,
             status: status_of(r)?,
-            error: r.try_get("error")?,
-            started_at: r.try_get("started_at")?,
-            first_token_at: r.try_get("first_token_at")?,
-            ended_at: r.try_get("ended_at")?,
+            error: r.get("error")?,
+            started_at: r.get("started_at")?,
+            first_token_at: r.get("first_token_at")?,
+            ended_at: r.get("ended_at")?,
             attempts: attempts.remove(&(run_id, number)).unwrap_or_default(),
         });
     }
     run_rows
         .iter()
         .map(|r| {
-            let run_id: String = r.try_get("id")?;
+            let run_id: String = r.get("id")?;
             Ok(LlmRun {
-                task_id: parse_id(&r.try_get::<String, _>("task_id")?)?,
-                task_attempt: r.try_get::<i64, _>("task_attempt")? as u32,
-                provider: r.try_get("provider")?,
-                model: r.try_get("model")?,
+                task_id: parse_id(&r.get::<String>("task_id")?)?,
+                task_attempt: r.get::<i64>("task_attempt")? as u32,
+                provider: r.get("provider")?,
+                model: r.get("model")?,
                 status: status_of(r)?,
-                error: r.try_get("error")?,
+                error: r.get("error")?,
                 usage: usage_of(r)?,
-                started_at: r.try_get("started_at")?,
-                ended_at: r.try_get("ended_at")?,
+                started_at: r.get("started_at")?,
+                ended_at: r.get("ended_at")?,
                 steps: steps.remove(&run_id).unwrap_or_default(),
                 id: run_id,
             })

@@ -23,16 +23,15 @@
 //! The writer never waits on anything but the database and its queue; the queue is
 //! bounded, so callers feel back-pressure instead of growing memory.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sqlx::Connection;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use super::dialect::{self, Conn};
+pub(super) use crate::sql::BoxFuture;
+use crate::sql::query;
 use crate::{Result, StoreError};
 
 /// Writes waiting for the writer before callers wait to hand theirs over.
@@ -40,8 +39,6 @@ const QUEUE_DEPTH: usize = 4096;
 /// Writes committed together at most: bounds one transaction's length (and, on
 /// PostgreSQL, how long the write lock is held at a time).
 pub(super) const MAX_BATCH: usize = 512;
-
-pub(super) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One caller's write, type-erased so writes of any result type share a batch.
 trait PendingWrite: Send {
@@ -127,20 +124,26 @@ pub(super) struct WriterStats {
 }
 
 impl Writer {
-    /// Starts the writer task on `conn`, the store's only write connection. `committed`
-    /// is woken after every batch that appended events.
-    /// Once `closing` turns true it commits what is already queued, refuses the rest,
-    /// and drops the connection.
+    /// Starts the writer on `conn`, the store's only write connection (on the backend's
+    /// own thread or task: `dialect::spawn_writer`). `committed` is woken after every
+    /// batch that appended events. Once `closing` turns true it commits what is already
+    /// queued, refuses the rest, and drops the connection; the returned receiver
+    /// resolves then.
     pub(super) fn start(
-        pool: sqlx::Pool<dialect::Db>,
-        conn: WriteConn,
+        connector: dialect::Connector,
+        conn: Conn,
         committed: Arc<Notify>,
         closing: watch::Receiver<bool>,
-    ) -> Writer {
+    ) -> Result<(Writer, oneshot::Receiver<()>)> {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
-        tokio::spawn(run(pool, conn, rx, committed, closing, stats.clone()));
-        Writer { queue, stats }
+        let (done, exited) = oneshot::channel();
+        let work = run(connector, conn, rx, committed, closing, stats.clone());
+        dialect::spawn_writer(async move {
+            work.await;
+            drop(done);
+        })?;
+        Ok((Writer { queue, stats }, exited))
     }
 
     /// What the writer has done so far.
@@ -171,18 +174,18 @@ impl Writer {
     }
 }
 
-/// Closes `old` and takes a new connection from the pool, waiting (with backoff) while the
-/// database cannot give one.
-async fn fresh_connection(pool: &sqlx::Pool<dialect::Db>, old: WriteConn) -> WriteConn {
-    let _ = old.close().await;
-    let mut delay = std::time::Duration::from_millis(50);
+/// Drops `old` and opens a new connection, waiting (with backoff) while the database
+/// cannot give one.
+async fn fresh_connection(connector: &dialect::Connector, old: Conn) -> Conn {
+    drop(old);
+    let mut delay = Duration::from_millis(50);
     loop {
-        match pool.acquire().await {
+        match dialect::connect(connector).await {
             Ok(c) => return c,
             Err(e) => {
                 tracing::error!(%e, "the store's writer cannot reconnect; retrying");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -219,12 +222,9 @@ fn closed() -> StoreError {
     StoreError::WriteFailed("the store is closed".into())
 }
 
-/// The connection the writer owns (a pooled one, so closing the pool waits for it).
-pub(super) type WriteConn = sqlx::pool::PoolConnection<dialect::Db>;
-
 async fn run(
-    pool: sqlx::Pool<dialect::Db>,
-    mut conn: WriteConn,
+    connector: dialect::Connector,
+    mut conn: Conn,
     mut rx: mpsc::Receiver<Box<dyn PendingWrite>>,
     committed: Arc<Notify>,
     mut closing: watch::Receiver<bool>,
@@ -258,7 +258,7 @@ async fn run(
             // connection) can leave the connection inside a transaction the driver believes
             // closed; every later write would then land in it and never commit. Start over
             // on a fresh connection.
-            conn = fresh_connection(&pool, conn).await;
+            conn = fresh_connection(&connector, conn).await;
         }
         let held = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX);
         stats.busy_nanos.fetch_add(held, Ordering::Relaxed);
@@ -295,63 +295,66 @@ async fn commit_batch(
         return Ok(());
     }
     if batch.len() > 1 {
-        let mut tx = conn.begin().await?;
-        dialect::begin_write(&mut tx).await?;
+        begin(conn).await?;
         let locked = Instant::now();
         let mut all_ok = true;
         for w in batch.iter_mut() {
-            if !w.run(&mut tx).await {
+            if !w.run(conn).await {
                 all_ok = false;
                 break;
             }
         }
         if all_ok {
-            let r = finish(tx, announces).await;
+            let r = finish(conn, announces).await;
             *held += locked.elapsed();
             return r;
         }
-        let r = tx.rollback().await;
+        let r = query("ROLLBACK").execute(conn).await;
         *held += locked.elapsed();
         r?;
     }
-    let mut tx = conn.begin().await?;
-    dialect::begin_write(&mut tx).await?;
+    begin(conn).await?;
     let locked = Instant::now();
-    let r = run_each(&mut tx, batch).await;
+    let r = run_each(conn, batch).await;
     let r = match r {
-        Ok(true) => finish(tx, announces).await,
-        Ok(false) => tx.rollback().await.map_err(Into::into),
+        Ok(true) => finish(conn, announces).await,
+        Ok(false) => query("ROLLBACK").execute(conn).await.map(drop),
         Err(e) => Err(e),
     };
     *held += locked.elapsed();
     r
 }
 
-/// Runs the writes in `tx`, each in its own savepoint when there are several. Ok(false):
-/// the batch was one write and it failed (the transaction must be rolled back).
-async fn run_each(
-    tx: &mut sqlx::Transaction<'_, dialect::Db>,
-    batch: &mut [Box<dyn PendingWrite>],
-) -> Result<bool> {
+/// Opens the batch's transaction and takes the backend's write lock.
+async fn begin(conn: &mut Conn) -> Result<()> {
+    query(dialect::BEGIN_WRITE).execute(conn).await?;
+    dialect::begin_write(conn).await
+}
+
+/// Runs the writes in the open transaction, each in its own savepoint when there are
+/// several. Ok(false): the batch was one write and it failed (the transaction must be
+/// rolled back).
+async fn run_each(conn: &mut Conn, batch: &mut [Box<dyn PendingWrite>]) -> Result<bool> {
     if let [only] = batch {
         // Alone, a write needs no savepoint: its failure rolls back the whole transaction.
-        return Ok(only.run(tx).await);
+        return Ok(only.run(conn).await);
     }
     for w in batch.iter_mut() {
-        let mut savepoint = Connection::begin(&mut **tx).await?;
-        if w.run(&mut savepoint).await {
-            savepoint.commit().await?;
+        query("SAVEPOINT write").execute(conn).await?;
+        if w.run(conn).await {
+            query("RELEASE SAVEPOINT write").execute(conn).await?;
         } else {
-            savepoint.rollback().await?;
+            query("ROLLBACK TO SAVEPOINT write").execute(conn).await?;
+            query("RELEASE SAVEPOINT write").execute(conn).await?;
         }
     }
     Ok(true)
 }
 
-async fn finish(mut tx: sqlx::Transaction<'_, dialect::Db>, announces: bool) -> Result<()> {
+async fn finish(conn: &mut Conn, announces: bool) -> Result<()> {
     if announces {
-        dialect::before_commit(&mut tx).await?;
+        dialect::before_commit(conn).await?;
     }
-    tx.commit().await?;
+    query("COMMIT").execute(conn).await?;
     Ok(())
 }

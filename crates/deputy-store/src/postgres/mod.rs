@@ -32,6 +32,8 @@ mod trace;
 #[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod writer;
 
+mod conn;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,52 +48,34 @@ const CHANNEL: &str = "deputy_events";
 
 /// What the shared backend code needs to know about PostgreSQL.
 mod dialect {
-    use sqlx::{AssertSqlSafe, Postgres};
+    pub use super::conn::{PgConn as Conn, PgReaders as Readers};
+    use crate::sql::query;
 
-    pub type Db = Postgres;
-    pub type Conn = sqlx::PgConnection;
-    pub type DbRow = sqlx::postgres::PgRow;
     pub const NAME: &str = "PgStore";
     pub const OCTET_LENGTH: &str = "octet_length";
 
-    /// The shared SQL is written with `?` placeholders; PostgreSQL numbers them.
-    pub fn sql(s: &'static str) -> AssertSqlSafe<String> {
-        AssertSqlSafe(number_placeholders(s))
+    /// The writer's connection comes from the store's pool.
+    pub type Connector = sqlx::PgPool;
+
+    pub async fn connect(pool: &Connector) -> crate::Result<Conn> {
+        Ok(Conn::new(pool.acquire().await?))
     }
 
-    /// `?` -> `$1`, `$2`, ... outside quoted literals and identifiers.
-    pub fn number_placeholders(s: &str) -> String {
-        let mut out = String::with_capacity(s.len() + 8);
-        let mut n = 0;
-        let mut quote: Option<char> = None;
-        for c in s.chars() {
-            match (quote, c) {
-                (None, '\'' | '"') => {
-                    quote = Some(c);
-                    out.push(c);
-                }
-                (Some(q), c) if c == q => {
-                    quote = None;
-                    out.push(c);
-                }
-                (None, '?') => {
-                    n += 1;
-                    out.push('$');
-                    out.push_str(&n.to_string());
-                }
-                _ => out.push(c),
-            }
-        }
-        out
+    /// The writer is a task on the runtime: its statements wait on the network.
+    pub fn spawn_writer(work: impl Future<Output = ()> + Send + 'static) -> crate::Result<()> {
+        tokio::spawn(work);
+        Ok(())
     }
+
+    pub const BEGIN_WRITE: &str = "BEGIN";
 
     /// Any fixed key: all deputy write transactions share it.
     const WRITE_LOCK: i64 = 0x6465_7075_7479; // "deputy"
 
     pub async fn begin_write(conn: &mut Conn) -> crate::Result<()> {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        query("SELECT pg_advisory_xact_lock(?)")
             .bind(WRITE_LOCK)
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
         Ok(())
     }
@@ -99,18 +83,16 @@ mod dialect {
     /// Event numbers are one past the highest stored (migration 0005); before events are
     /// deleted, the highest is remembered so it is never handed out again.
     pub async fn before_deleting_events(conn: &mut Conn) -> crate::Result<()> {
-        sqlx::query(
-            "UPDATE event_seq SET floor = GREATEST(floor, (SELECT COALESCE(MAX(seq), 0) FROM events))",
-        )
-        .execute(&mut *conn)
-        .await?;
+        query("UPDATE event_seq SET floor = GREATEST(floor, (SELECT COALESCE(MAX(seq), 0) FROM events))")
+            .execute(conn)
+            .await?;
         Ok(())
     }
 
     /// Delivered to every listener when (and only if) the transaction commits.
     pub async fn before_commit(conn: &mut Conn) -> crate::Result<()> {
-        sqlx::query("SELECT pg_notify('deputy_events', '')")
-            .execute(&mut *conn)
+        query("SELECT pg_notify('deputy_events', '')")
+            .execute(conn)
             .await?;
         Ok(())
     }
@@ -121,17 +103,6 @@ mod dialect {
          FROM tasks WHERE group_name = ? AND status = 'queued'
          ORDER BY priority, queue_seq LIMIT ?
          FOR UPDATE SKIP LOCKED";
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn placeholders_are_numbered_outside_quotes() {
-            assert_eq!(
-                super::number_placeholders("a = ? AND b = '?' AND \"c?\" = ? "),
-                "a = $1 AND b = '?' AND \"c?\" = $2 "
-            );
-        }
-    }
 }
 
 impl PgStore {
@@ -196,6 +167,13 @@ impl PgStore {
                 }
             }
         });
-        DbStore::new(pool.clone(), pool, committed, closing).await
+        let first = dialect::connect(&pool).await?;
+        DbStore::new(
+            pool.clone(),
+            first,
+            conn::PgReaders::new(pool),
+            committed,
+            closing,
+        )
     }
 }

@@ -27,34 +27,51 @@ mod trace;
 #[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod writer;
 
+mod conn;
+mod threads;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::ConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use tokio::sync::Notify;
 
 use crate::Result;
 pub use store::DbStore as SqliteStore;
 use store::DbStore;
 
+/// Reader threads: enough for the HTTP handlers, the event follower and the scheduler
+/// to read at once on a small machine.
+const READERS: usize = 3;
+
 /// What the shared backend code needs to know about SQLite.
 mod dialect {
-    use sqlx::Sqlite;
-
-    pub type Db = Sqlite;
-    pub type Conn = sqlx::SqliteConnection;
-    pub type DbRow = sqlx::sqlite::SqliteRow;
+    pub use super::conn::SqliteConn as Conn;
+    pub use super::threads::Readers;
     pub const NAME: &str = "SqliteStore";
     pub const OCTET_LENGTH: &str = "length";
 
-    /// Written with `?` placeholders, as SQLite takes them.
-    pub fn sql(s: &'static str) -> &'static str {
-        s
+    /// Where the writer's connection comes from (and a fresh one after a failed batch).
+    pub type Connector = super::conn::Opener;
+
+    pub async fn connect(c: &Connector) -> crate::Result<Conn> {
+        c.open()
     }
 
-    /// One writer connection already serializes transactions: nothing to lock.
+    /// The writer runs on a thread of its own: its statements block.
+    pub fn spawn_writer(work: impl Future<Output = ()> + Send + 'static) -> crate::Result<()> {
+        super::threads::spawn_thread("deputy-sqlite-writer", work).map_err(|e| {
+            crate::StoreError::Database(format!("cannot start the writer thread: {e}"))
+        })
+    }
+
+    /// Takes the write lock at once, so a transaction never fails to upgrade to one.
+    pub const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+    /// One writer connection already serializes transactions: nothing more to lock.
     pub async fn begin_write(_conn: &mut Conn) -> crate::Result<()> {
         Ok(())
     }
@@ -77,20 +94,16 @@ mod dialect {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and runs migrations.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
-        let base = SqliteConnectOptions::from_str("sqlite://")?
+        // Migrations run through sqlx, which keeps their record (`_sqlx_migrations`) as
+        // every earlier deputy did; the store's own connections are rusqlite's.
+        let mut migrating = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // WAL with NORMAL is durable against process crashes (kill -9); a power cut
-            // may lose the last transactions, never corrupt the database.
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(60))
-            .connect_with(base.clone())
+            .busy_timeout(Duration::from_secs(10))
+            .connect()
             .await?;
         crate::migrator(&[
             (
@@ -110,14 +123,22 @@ impl SqliteStore {
                 include_str!("../../migrations/sqlite/0004_schedules.sql"),
             ),
         ])
-        .run(&writer)
+        .run(&mut migrating)
         .await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(60))
-            .connect_with(base.read_only(true))
-            .await?;
+        sqlx::Connection::close(migrating).await?;
+        let writer = conn::Opener {
+            path: path.to_path_buf(),
+            read_only: false,
+        };
+        let first = writer.open()?;
+        let readers = threads::Readers::start(
+            &conn::Opener {
+                path: path.to_path_buf(),
+                read_only: true,
+            },
+            READERS,
+        )?;
         let closing = tokio::sync::watch::channel(false).0;
-        DbStore::new(writer, reader, Arc::new(Notify::new()), closing).await
+        DbStore::new(writer, first, readers, Arc::new(Notify::new()), closing)
     }
 }
