@@ -111,6 +111,7 @@ on_both_backends!(
     overlapping_runs_follow_the_schedules_policy,
     a_schedule_keeps_its_newest_runs_and_cleans_older_finished_ones,
     a_write_that_fails_after_appending_events_leaves_no_gap,
+    ends_recorded_together_are_each_their_own_compare_and_set,
 );
 
 fn valid(line: &str, tweak: impl FnOnce(&mut NewTask)) -> ValidTask {
@@ -940,4 +941,172 @@ async fn a_write_that_fails_after_appending_events_leaves_no_gap(s: Arc<dyn Stor
             e.seq
         );
     }
+}
+
+/// Attempt ends waiting together are recorded in one group (a few statements for all of
+/// them): each must still end exactly as it would alone. Plain ends, an end with a retry,
+/// an end with a dependent, a stale attempt, and a second end of an attempt, all at once.
+async fn ends_recorded_together_are_each_their_own_compare_and_set(s: Arc<dyn Store>) {
+    use deputy_core::submit::{DepInput, DepTarget};
+    const PLAIN: usize = 30;
+    let mut batch: Vec<ValidTask> = (0..PLAIN)
+        .map(|i| valid(&format!("p{i}"), |_| {}))
+        .collect();
+    batch.push(valid("retried", |_| {}));
+    batch.push(valid("parent", |t| t.key = Some("parent".into())));
+    batch.push(valid("child", |t| {
+        t.depends_on = vec![DepInput {
+            target: DepTarget::Key("parent".into()),
+            mode: deputy_core::DepMode::Success,
+        }]
+    }));
+    let submitted = s.submit(batch, 1).await.unwrap();
+    let (retried, parent, child) = (
+        submitted[PLAIN].task.id,
+        submitted[PLAIN + 1].task.id,
+        submitted[PLAIN + 2].task.id,
+    );
+    let claimed = s.claim_batch(&node(), 30_000, 2, 100).await.unwrap();
+    assert_eq!(claimed.len(), PLAIN + 2, "all but the blocked child");
+    let before = s.write_counts();
+
+    let mut ends = Vec::new();
+    for (i, t) in claimed.iter().enumerate() {
+        let mut f = finish(t, Status::Succeeded, None);
+        if t.id == retried {
+            f = finish(t, Status::Failed, Some(1000));
+            f.exit_code = Some(3);
+        } else if i % 3 == 1 && t.id != parent {
+            f.status = Status::Failed;
+            f.exit_code = Some(i as i32);
+            f.reason = Some(format!("reason {i}"));
+        }
+        ends.push(f);
+    }
+    // A stale attempt, and a second end of the first task's attempt.
+    let mut stale = finish(&claimed[2], Status::Succeeded, None);
+    stale.attempt += 1;
+    // The first plain task's attempt also gets a second end.
+    let first = claimed
+        .iter()
+        .position(|t| t.id != retried && t.id != parent)
+        .unwrap();
+    let mut second = ends[first].clone();
+    second.status = Status::Cancelled;
+    let mut racing = Vec::new();
+    for f in ends.iter().cloned().chain([stale, second]) {
+        let s = s.clone();
+        racing.push(tokio::spawn(async move { s.finish(f).await }));
+    }
+    let mut results = Vec::new();
+    for r in racing {
+        results.push(r.await.unwrap());
+    }
+    let after = s.write_counts();
+    assert!(
+        after.batches - before.batches < results.len() as u64,
+        "{} ends took {} transactions: they were not grouped",
+        results.len(),
+        after.batches - before.batches
+    );
+
+    let (stale_result, second_result) = (&results[ends.len()], &results[ends.len() + 1]);
+    // Whether it came before or after the real end, a stale attempt changes nothing.
+    assert!(
+        matches!(stale_result, Err(StoreError::Conflict { .. })),
+        "{stale_result:?}"
+    );
+    // The second end of the first attempt loses to whichever came first.
+    let first_two = [&results[first], second_result];
+    assert_eq!(
+        first_two.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{first_two:?}"
+    );
+    let winner = if results[first].is_ok() {
+        &ends[first]
+    } else {
+        &{
+            let mut c = ends[first].clone();
+            c.status = Status::Cancelled;
+            c
+        }
+    };
+
+    for (i, (f, r)) in ends.iter().zip(&results).enumerate() {
+        if i == first {
+            continue;
+        }
+        let t = r.as_ref().unwrap_or_else(|e| panic!("{}: {e}", f.id));
+        let stored = s.get(f.id).await.unwrap();
+        assert_eq!(
+            stored.status, t.status,
+            "what the caller was told is what is stored"
+        );
+        if f.id == retried {
+            assert_eq!((t.status, t.attempt), (Status::Scheduled, 2));
+        } else {
+            assert_eq!(stored.status, f.status);
+            assert_eq!(stored.exit_code, f.exit_code);
+            assert_eq!(stored.reason, f.reason);
+            assert_eq!(stored.finished_at, Some(f.now));
+            assert_eq!(stored.lease_expires_at, None);
+            let attempts = s.attempts(f.id).await.unwrap();
+            assert_eq!(attempts.len(), 1);
+            assert_eq!(
+                (attempts[0].status, attempts[0].exit_code),
+                (f.status, f.exit_code)
+            );
+            assert_eq!(attempts[0].finished_at, Some(f.now));
+        }
+    }
+    assert_eq!(
+        s.get(claimed[first].id).await.unwrap().status,
+        winner.status
+    );
+    assert_eq!(
+        s.get(child).await.unwrap().status,
+        Status::Queued,
+        "the dependent was settled"
+    );
+    assert_eq!(s.get(parent).await.unwrap().status, Status::Succeeded);
+
+    // The log: gapless, one end per ended task, each after its status change.
+    let events = s.events_after(0, 10_000, None).await.unwrap();
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as i64 + 1, "the log has a gap");
+    }
+    for t in &claimed {
+        let mine: Vec<&EventBody> = events
+            .iter()
+            .filter(|e| e.task == Some(t.id))
+            .map(|e| &e.body)
+            .collect();
+        let finished = mine
+            .iter()
+            .filter(|b| matches!(b, EventBody::TaskFinished { .. }))
+            .count();
+        let expected = usize::from(t.id != retried);
+        assert_eq!(finished, expected, "task {}: {mine:?}", t.id);
+        if expected == 1 {
+            assert!(
+                matches!(
+                    mine[mine.len() - 2],
+                    EventBody::TaskStatus {
+                        from: Status::Running,
+                        ..
+                    }
+                ),
+                "task {}: {mine:?}",
+                t.id
+            );
+            assert!(matches!(
+                mine[mine.len() - 1],
+                EventBody::TaskFinished { .. }
+            ));
+        }
+    }
+    let groups = s.groups().await.unwrap();
+    let default = groups.iter().find(|g| g.name == "default").unwrap();
+    assert_eq!(default.running, 0, "the group counter came back down");
 }

@@ -544,7 +544,8 @@ async fn pg_schema(url: &str, name: &str) -> anyhow::Result<String> {
 async fn cluster() -> anyhow::Result<()> {
     const N: usize = 4000;
     println!("== nodes: {N} noop tasks (no process) through the queue, parallel 16 per node");
-    let env = [("DEPUTY_PARALLEL", "16")];
+    let par = std::env::var("BENCH_PARALLEL").unwrap_or_else(|_| "16".into());
+    let env = [("DEPUTY_PARALLEL", par.as_str())];
     let dir = tempfile::tempdir()?;
     let one = ChildDaemon::start(&dir.path().join("sqlite"), &env).await?;
     let sqlite = drain_noops(std::slice::from_ref(&one.url), N).await?;

@@ -187,11 +187,7 @@ impl Store for DbStore {
     }
 
     async fn finish(&self, finish: Finish) -> Result<Task> {
-        self.writer
-            .write(WriteKind::Announces, move |c| {
-                Box::pin(tasks::finish(c, finish.clone()))
-            })
-            .await
+        self.writer.finish(finish).await
     }
 
     async fn cancel(

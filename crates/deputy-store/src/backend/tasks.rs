@@ -724,6 +724,214 @@ pub(super) async fn finish(conn: &mut Conn, f: Finish) -> Result<Task> {
     }
 }
 
+/// Records the ends of many attempts at once, each a compare-and-set of its own: one
+/// whose task is no longer `running` at that attempt gets its own `Conflict` and changes
+/// nothing, the others commit. The common end (a final outcome, no dependents, no model
+/// calls to close) of all of them takes a fixed handful of statements: one read of the
+/// rows, one of their dependents, one `UPDATE … FROM (VALUES …)` of the tasks and one of
+/// their attempts, the group counters, and one insert of their events. Any other end (a
+/// retry to schedule, dependents to settle, an agent's trace to close) goes through
+/// [`finish`], one at a time. Results are in the order of `finishes`; an `Err` of the
+/// whole call is a database failure.
+pub(super) async fn finish_many(conn: &mut Conn, finishes: &[Finish]) -> Result<Vec<Result<Task>>> {
+    let mut q = query(&format!(
+        "SELECT {} FROM tasks WHERE id IN (",
+        rows::TASK_COLUMNS
+    ));
+    q.push_list(finishes.iter().map(|f| f.id.to_string()))
+        .push(")");
+    let mut current: HashMap<TaskId, Task> = HashMap::new();
+    for row in q.fetch_all(conn).await? {
+        let t = rows::task_from_row(&row)?;
+        current.insert(t.id, t);
+    }
+    let mut q = query("SELECT DISTINCT depends_on FROM task_deps WHERE depends_on IN (");
+    q.push_list(finishes.iter().map(|f| f.id.to_string()))
+        .push(")");
+    let with_dependents: std::collections::HashSet<String> =
+        q.scalars::<String>(conn).await?.into_iter().collect();
+
+    let mut results: Vec<Option<Result<Task>>> = finishes.iter().map(|_| None).collect();
+    // (index, the task as it was)
+    let mut simple: Vec<(usize, Task)> = Vec::new();
+    let mut one_by_one: Vec<usize> = Vec::new();
+    // A second end of an attempt already ended in this batch: it loses to the first, as
+    // it would one write after the other.
+    let mut repeated: Vec<usize> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, f) in finishes.iter().enumerate() {
+        let Some(cur) = current.get(&f.id) else {
+            results[i] = Some(Err(StoreError::NotFound(f.id.to_string())));
+            continue;
+        };
+        if cur.status != Status::Running || cur.attempt != f.attempt {
+            results[i] = Some(Err(StoreError::Conflict {
+                id: f.id,
+                expected: format!("running (attempt {})", f.attempt),
+                actual: cur.status,
+            }));
+            continue;
+        }
+        if !seen.insert(f.id) {
+            repeated.push(i);
+            continue;
+        }
+        let retries = f.retry_at.is_some() && f.status.is_retryable_outcome();
+        let agent = matches!(cur.spec.kind, deputy_core::TaskKind::Agent { .. });
+        if retries || agent || with_dependents.contains(&f.id.to_string()) {
+            one_by_one.push(i);
+        } else {
+            simple.push((i, cur.clone()));
+        }
+    }
+
+    if !simple.is_empty() {
+        for (i, cur) in &simple {
+            check_transition(cur.status, finishes[*i].status, false)
+                .map_err(|e| StoreError::Invalid(format!("task {}: {e}", cur.id)))?;
+        }
+        let mut q = query(
+            "UPDATE tasks SET status = v.column3, updated_at = v.column4, finished_at = v.column4,
+                exit_code = v.column5, signal = v.column6, reason = v.column7,
+                usage = COALESCE(v.column8, tasks.usage), lease_expires_at = NULL, ready_at = NULL
+             FROM (VALUES ",
+        );
+        q.push_rows(&simple, |(i, _)| finish_values(&finishes[*i]));
+        q.push(
+            ") AS v WHERE tasks.id = v.column1 AND tasks.attempt = v.column2 AND tasks.status = 'running'",
+        );
+        let changed = q.execute(conn).await?;
+        if changed != simple.len() as u64 {
+            // Impossible under the write lock (the rows were read in this transaction);
+            // refuse rather than record half of it.
+            return Err(StoreError::WriteFailed(format!(
+                "{changed} of {} attempt ends applied; nothing was recorded",
+                simple.len()
+            )));
+        }
+        let mut per_group: HashMap<&str, i64> = HashMap::new();
+        for (_, cur) in &simple {
+            *per_group.entry(cur.spec.group.as_str()).or_default() += 1;
+        }
+        for (group, n) in per_group {
+            query("UPDATE groups SET running = running - ? WHERE name = ?")
+                .bind(n)
+                .bind(group)
+                .execute(conn)
+                .await?;
+        }
+        let mut q = query(
+            "UPDATE attempts SET status = v.column3, finished_at = v.column4, exit_code = v.column5,
+                signal = v.column6, reason = v.column7, usage = v.column8
+             FROM (VALUES ",
+        );
+        q.push_rows(&simple, |(i, _)| finish_values(&finishes[*i]));
+        q.push(") AS v WHERE attempts.task_id = v.column1 AND attempts.number = v.column2");
+        q.execute(conn).await?;
+
+        let mut ended = Vec::with_capacity(simple.len());
+        for (i, cur) in &simple {
+            let f = &finishes[*i];
+            let mut t = cur.clone();
+            t.status = f.status;
+            t.updated_at = f.now;
+            t.finished_at = Some(f.now);
+            t.exit_code = f.exit_code;
+            t.signal = f.signal;
+            t.reason = f.reason.clone();
+            if f.usage.is_some() {
+                t.usage = f.usage.clone();
+            }
+            t.lease_expires_at = None;
+            t.ready_at = None;
+            ended.push((*i, t));
+        }
+        // Each task's status change, then its end, in the order the ends were given:
+        // the same events, in the same order, as one `finish` after another.
+        let mut q = query("INSERT INTO events (task_id, type, payload, at) VALUES ");
+        q.push_rows(
+            ended.iter().flat_map(|(_, t)| {
+                let f_now = t.updated_at;
+                [
+                    (
+                        t.id,
+                        EventBody::TaskStatus {
+                            from: Status::Running,
+                            to: t.status,
+                            attempt: t.attempt,
+                            reason: t.reason.clone(),
+                            exit_code: t.exit_code,
+                            signal: t.signal,
+                            run_at: None,
+                        },
+                        f_now,
+                    ),
+                    (
+                        t.id,
+                        EventBody::TaskFinished {
+                            status: t.status,
+                            attempt: t.attempt,
+                            exit_code: t.exit_code,
+                            reason: t.reason.clone(),
+                        },
+                        f_now,
+                    ),
+                ]
+            }),
+            |(id, body, at)| {
+                vec![
+                    id.to_string().value(),
+                    body.type_name().value(),
+                    body.payload().to_string().value(),
+                    at.value(),
+                ]
+            },
+        );
+        q.execute(conn).await?;
+        for (i, t) in ended {
+            results[i] = Some(Ok(t));
+        }
+    }
+
+    for i in one_by_one {
+        // In a savepoint of its own: a failure part way must not keep its first changes.
+        query("SAVEPOINT finish").execute(conn).await?;
+        let r = finish(conn, finishes[i].clone()).await;
+        if r.is_err() {
+            query("ROLLBACK TO SAVEPOINT finish").execute(conn).await?;
+        }
+        query("RELEASE SAVEPOINT finish").execute(conn).await?;
+        results[i] = Some(r);
+    }
+    for i in repeated {
+        let f = &finishes[i];
+        let now = load_row(conn, f.id).await?;
+        results[i] = Some(Err(StoreError::Conflict {
+            id: f.id,
+            expected: format!("running (attempt {})", f.attempt),
+            actual: now.status,
+        }));
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every end has a result"))
+        .collect())
+}
+
+/// (id, attempt, status, now, exit code, signal, reason, usage) of one attempt's end.
+fn finish_values(f: &Finish) -> Vec<crate::sql::Value> {
+    vec![
+        f.id.to_string().value(),
+        i64::from(f.attempt).value(),
+        f.status.as_str().value(),
+        f.now.value(),
+        f.exit_code.map(i64::from).value(),
+        f.signal.map(i64::from).value(),
+        f.reason.clone().value(),
+        f.usage.as_ref().map(rows::usage_json).value(),
+    ]
+}
+
 pub(super) async fn cancel(
     conn: &mut Conn,
     id: TaskId,

@@ -41,7 +41,7 @@ const QUEUE_DEPTH: usize = 4096;
 pub(super) const MAX_BATCH: usize = 512;
 
 /// One caller's write, type-erased so writes of any result type share a batch.
-trait PendingWrite: Send {
+trait PendingWrite: Send + std::any::Any {
     /// Does the write inside the batch's transaction (again, if the batch is re-run).
     /// Returns false when it failed (its result then holds the error, and its changes
     /// must be rolled back).
@@ -53,6 +53,133 @@ trait PendingWrite: Send {
     /// Whether the write is one statement that takes no lock and appends no event, so
     /// alone in a batch it can run without a transaction around it.
     fn single_statement(&self) -> bool;
+}
+
+/// An attempt's end: ends waiting together are recorded together
+/// ([`super::tasks::finish_many`]), each still its own compare-and-set.
+struct FinishWrite {
+    finish: crate::Finish,
+    result: Option<Result<deputy_core::Task>>,
+    reply: oneshot::Sender<Result<deputy_core::Task>>,
+}
+
+impl PendingWrite for FinishWrite {
+    fn run<'a>(&'a mut self, conn: &'a mut Conn) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let r = super::tasks::finish(conn, self.finish.clone()).await;
+            let ok = r.is_ok();
+            self.result = Some(r);
+            ok
+        })
+    }
+
+    fn deliver(self: Box<Self>, committed: std::result::Result<(), BatchFailure>) {
+        let _ = self.reply.send(outcome(self.result, committed));
+    }
+
+    fn announces(&self) -> bool {
+        true
+    }
+
+    fn single_statement(&self) -> bool {
+        false
+    }
+}
+
+/// The attempt ends of one batch, run as one write.
+struct FinishGroup {
+    members: Vec<FinishWrite>,
+    /// Set when the whole group failed (a database error): every member gets it.
+    failed: Option<BatchFailure>,
+}
+
+impl PendingWrite for FinishGroup {
+    fn run<'a>(&'a mut self, conn: &'a mut Conn) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let finishes: Vec<crate::Finish> =
+                self.members.iter().map(|m| m.finish.clone()).collect();
+            match super::tasks::finish_many(conn, &finishes).await {
+                Ok(results) => {
+                    for (m, r) in self.members.iter_mut().zip(results) {
+                        m.result = Some(r);
+                    }
+                    self.failed = None;
+                    true
+                }
+                Err(e) => {
+                    self.failed = Some(BatchFailure::of(&e));
+                    false
+                }
+            }
+        })
+    }
+
+    fn deliver(self: Box<Self>, committed: std::result::Result<(), BatchFailure>) {
+        let committed = match self.failed {
+            Some(why) => Err(why),
+            None => committed,
+        };
+        for m in self.members {
+            Box::new(m).deliver(committed.clone());
+        }
+    }
+
+    fn announces(&self) -> bool {
+        true
+    }
+
+    fn single_statement(&self) -> bool {
+        false
+    }
+}
+
+/// Joins a batch's attempt ends into one [`FinishGroup`] (in the place of the first), so
+/// they cost a few statements together instead of several each. The writes of a batch
+/// were all waiting at once, so any order of them is one their callers could have seen.
+fn group_finishes(batch: Vec<Box<dyn PendingWrite>>) -> Vec<Box<dyn PendingWrite>> {
+    let finishes = batch.iter().filter(|w| is_finish(w.as_ref())).count();
+    if finishes < 2 {
+        return batch;
+    }
+    let mut out: Vec<Box<dyn PendingWrite>> = Vec::with_capacity(batch.len() - finishes + 1);
+    let mut group_at = None;
+    let mut members = Vec::with_capacity(finishes);
+    for w in batch {
+        if !is_finish(w.as_ref()) {
+            out.push(w);
+            continue;
+        }
+        let any: Box<dyn std::any::Any> = w;
+        let f = any
+            .downcast::<FinishWrite>()
+            .unwrap_or_else(|_| unreachable!("checked by is_finish"));
+        group_at.get_or_insert(out.len());
+        members.push(*f);
+    }
+    let group = Box::new(FinishGroup {
+        members,
+        failed: None,
+    });
+    out.insert(group_at.unwrap_or(0), group);
+    out
+}
+
+fn is_finish(w: &dyn PendingWrite) -> bool {
+    (w as &dyn std::any::Any).is::<FinishWrite>()
+}
+
+/// A caller's result once its batch's fate is known.
+fn outcome<T>(
+    result: Option<Result<T>>,
+    committed: std::result::Result<(), BatchFailure>,
+) -> Result<T> {
+    match (result, committed) {
+        // A write that failed on its own reports its own error, whatever the batch did.
+        (Some(Err(e)), _) => Err(e),
+        (Some(Ok(v)), Ok(())) => Ok(v),
+        (_, Err(why)) => Err(why.into_error()),
+        (None, Ok(())) => Err(StoreError::WriteFailed("the write did not run".into())),
+    }
 }
 
 type WriteFn<T> = Box<dyn for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<T>> + Send>;
@@ -86,15 +213,8 @@ impl<T: Send + 'static> PendingWrite for Write<T> {
     }
 
     fn deliver(self: Box<Self>, committed: std::result::Result<(), BatchFailure>) {
-        let result = match (self.result, committed) {
-            // A write that failed on its own reports its own error, whatever the batch did.
-            (Some(Err(e)), _) => Err(e),
-            (Some(Ok(v)), Ok(())) => Ok(v),
-            (_, Err(why)) => Err(why.into_error()),
-            (None, Ok(())) => Err(StoreError::WriteFailed("the write did not run".into())),
-        };
         // The caller may have gone away (its request was dropped); nothing to tell.
-        let _ = self.reply.send(result);
+        let _ = self.reply.send(outcome(self.result, committed));
     }
 
     fn announces(&self) -> bool {
@@ -153,6 +273,19 @@ impl Writer {
             batches: self.stats.batches.load(Ordering::Relaxed),
             busy: Duration::from_nanos(self.stats.busy_nanos.load(Ordering::Relaxed)),
         }
+    }
+
+    /// Records an attempt's end in the next batch (together with the other ends waiting
+    /// then) and returns the task as it now stands, once the batch committed.
+    pub(super) async fn finish(&self, finish: crate::Finish) -> Result<deputy_core::Task> {
+        let (reply, answer) = oneshot::channel();
+        let pending: Box<dyn PendingWrite> = Box::new(FinishWrite {
+            finish,
+            result: None,
+            reply,
+        });
+        self.queue.send(pending).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
     }
 
     /// Runs `work` in the next batch and returns its result once the batch committed.
@@ -250,6 +383,8 @@ async fn run(
                 Err(_) => break,
             }
         }
+        let writes = batch.len() as u64;
+        let mut batch = group_finishes(batch);
         let announces = batch.iter().any(|w| w.announces());
         let mut held = Duration::ZERO;
         let outcome = commit_batch(&mut conn, &mut batch, announces, &mut held).await;
@@ -263,9 +398,7 @@ async fn run(
         let held = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX);
         stats.busy_nanos.fetch_add(held, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats
-            .writes
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.writes.fetch_add(writes, Ordering::Relaxed);
         if outcome.is_ok() && announces {
             committed.notify_one();
         }
