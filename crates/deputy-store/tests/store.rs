@@ -112,6 +112,7 @@ on_both_backends!(
     a_schedule_keeps_its_newest_runs_and_cleans_older_finished_ones,
     a_write_that_fails_after_appending_events_leaves_no_gap,
     ends_recorded_together_are_each_their_own_compare_and_set,
+    a_mixed_batch_is_stored_in_order_with_its_labels_events_and_edges,
 );
 
 fn valid(line: &str, tweak: impl FnOnce(&mut NewTask)) -> ValidTask {
@@ -1109,4 +1110,102 @@ async fn ends_recorded_together_are_each_their_own_compare_and_set(s: Arc<dyn St
     let groups = s.groups().await.unwrap();
     let default = groups.iter().find(|g| g.name == "default").unwrap();
     assert_eq!(default.running, 0, "the group counter came back down");
+}
+
+/// A batch mixing plain tasks (inserted together) with keyed, dependent and idempotent
+/// ones (one by one): every task comes back in the order sent, with its status, labels,
+/// one `task.created` event, and a queue position in the order sent.
+async fn a_mixed_batch_is_stored_in_order_with_its_labels_events_and_edges(s: Arc<dyn Store>) {
+    use deputy_core::submit::{DepInput, DepTarget, WhenInput};
+    let mut batch = Vec::new();
+    for i in 0..20 {
+        batch.push(valid(&format!("plain {i}"), |t| {
+            t.name = Some(format!("plain-{i}"));
+            if i % 4 == 0 {
+                t.labels = vec!["tagged".into(), "tagged".into()];
+            }
+            if i == 7 {
+                t.run_at = Some(WhenInput::Millis(1_000_000));
+            }
+        }));
+    }
+    batch.push(valid("keyed", |t| t.key = Some("k".into())));
+    batch.push(valid("after keyed", |t| {
+        t.depends_on = vec![DepInput {
+            target: DepTarget::Key("k".into()),
+            mode: deputy_core::DepMode::Success,
+        }];
+        t.labels = vec!["tagged".into()];
+    }));
+    batch.push(valid("once", |t| t.idempotency_key = Some("once".into())));
+    let n = batch.len();
+    let out = s.submit(batch, 1).await.unwrap();
+    assert_eq!(out.len(), n);
+    for (i, sub) in out.iter().enumerate().take(20) {
+        assert!(sub.created);
+        assert_eq!(sub.task.spec.title(), format!("plain-{i}"));
+        let want = if i == 7 {
+            Status::Scheduled
+        } else {
+            Status::Queued
+        };
+        assert_eq!(sub.task.status, want);
+        assert_eq!(s.get(sub.task.id).await.unwrap().status, want);
+    }
+    assert_eq!(out[20].task.status, Status::Queued);
+    assert_eq!(out[21].task.status, Status::Blocked);
+    assert_eq!(out[21].task.depends_on[0].task, out[20].task.id);
+    // Sent again, the idempotent task is the same task.
+    let again = s
+        .submit(
+            vec![valid("once", |t| t.idempotency_key = Some("once".into()))],
+            2,
+        )
+        .await
+        .unwrap();
+    assert!(!again[0].created);
+    assert_eq!(again[0].task.id, out[22].task.id);
+
+    let tagged = s
+        .list(&deputy_store::ListQuery {
+            label: Some("tagged".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut ids: Vec<_> = tagged.tasks.iter().map(|t| t.id).collect();
+    ids.reverse(); // newest first -> order sent
+    let want: Vec<_> = [0, 4, 8, 12, 16, 21]
+        .iter()
+        .map(|&i| out[i].task.id)
+        .collect();
+    assert_eq!(ids, want, "labels, each once, in queue order");
+
+    let all = s
+        .list(&deputy_store::ListQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let plain_order: Vec<_> = all
+        .tasks
+        .iter()
+        .rev()
+        .filter(|t| t.spec.title().starts_with("plain-"))
+        .map(|t| t.spec.title())
+        .collect();
+    let sent: Vec<_> = (0..20).map(|i| format!("plain-{i}")).collect();
+    assert_eq!(plain_order, sent, "queue order is the order sent");
+
+    let events = s.events_after(0, 10_000, None).await.unwrap();
+    for sub in &out {
+        let created = events
+            .iter()
+            .filter(|e| e.task == Some(sub.task.id))
+            .filter(|e| matches!(e.body, EventBody::TaskCreated { .. }))
+            .count();
+        assert_eq!(created, 1, "{}", sub.task.spec.title());
+    }
 }
