@@ -1,6 +1,7 @@
 //! deputy's benchmarks. Each prints its figures and a ratio against a baseline measured
 //! in the same run, on the same machine. Run with `cargo bench -p deputy --bench throughput`
-//! (optionally naming benchmarks after `--`: `drain`, `submit`, `latency`, `list`, `nodes`, `fanout`).
+//! (optionally naming benchmarks after `--`: `drain`, `submit`, `latency`, `list`, `nodes`, `fanout`;
+//! `BENCH_PARALLEL=N` sets the nodes benchmark's parallel limit per node, 16 by default).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -543,8 +544,9 @@ async fn pg_schema(url: &str, name: &str) -> anyhow::Result<String> {
 
 async fn cluster() -> anyhow::Result<()> {
     const N: usize = 4000;
-    println!("== nodes: {N} noop tasks (no process) through the queue, parallel 16 per node");
+    // BENCH_PARALLEL sets each node's parallel limit (16 unless set).
     let par = std::env::var("BENCH_PARALLEL").unwrap_or_else(|_| "16".into());
+    println!("== nodes: {N} noop tasks (no process) through the queue, parallel {par} per node");
     let env = [("DEPUTY_PARALLEL", par.as_str())];
     let dir = tempfile::tempdir()?;
     let one = ChildDaemon::start(&dir.path().join("sqlite"), &env).await?;
@@ -562,13 +564,19 @@ async fn cluster() -> anyhow::Result<()> {
         return Ok(());
     };
     let url = pg_schema(&pg, "deputy_bench_one").await?;
-    let db = [("DEPUTY_PARALLEL", "16"), ("DEPUTY_DATABASE", url.as_str())];
+    let db = [
+        ("DEPUTY_PARALLEL", par.as_str()),
+        ("DEPUTY_DATABASE", url.as_str()),
+    ];
     let a = ChildDaemon::start(&dir.path().join("pg1"), &db).await?;
     let pg1 = drain_noops(std::slice::from_ref(&a.url), N).await?;
     let pg1_writes = write_counts(&a.url).await?;
     drop(a);
     let url = pg_schema(&pg, "deputy_bench_two").await?;
-    let db = [("DEPUTY_PARALLEL", "16"), ("DEPUTY_DATABASE", url.as_str())];
+    let db = [
+        ("DEPUTY_PARALLEL", par.as_str()),
+        ("DEPUTY_DATABASE", url.as_str()),
+    ];
     let a = ChildDaemon::start(&dir.path().join("pg2a"), &db).await?;
     let b = ChildDaemon::start(&dir.path().join("pg2b"), &db).await?;
     let pg2 = drain_noops(&[a.url.clone(), b.url.clone()], N).await?;
