@@ -115,12 +115,16 @@ impl Store for DbStore {
         max: usize,
     ) -> Result<Vec<Task>> {
         // Peek on a reader first: when nothing is ready (the common case after the last
-        // task was claimed) the writer stays free for the supervisors' writes.
+        // task was claimed) or the queue is paused, the writer stays free for the
+        // supervisors' writes. The claim itself checks both again under the write lock.
         let ready: i64 = self
             .read(|c| {
                 Box::pin(
-                    query("SELECT COUNT(*) FROM (SELECT 1 FROM tasks WHERE status = 'queued' LIMIT 1) AS q")
-                        .scalar(c),
+                    query(
+                        "SELECT COUNT(*) FROM (SELECT 1 FROM tasks WHERE status = 'queued' LIMIT 1) AS q
+                         WHERE (SELECT value FROM settings WHERE key = 'queue_paused') = '0'",
+                    )
+                    .scalar(c),
                 )
             })
             .await?;
