@@ -295,6 +295,14 @@ impl Query {
         self
     }
 
+    /// The query plan of this statement instead of its result (SQLite), for tests that
+    /// pin which index a statement uses.
+    #[cfg(test)]
+    pub fn explained(mut self) -> Self {
+        self.sql.insert_str(0, "EXPLAIN QUERY PLAN ");
+        self
+    }
+
     /// Runs it; the number of rows changed.
     pub async fn execute(self, c: &mut impl Exec) -> Result<u64> {
         c.run(&self.sql, self.args).await

@@ -12,7 +12,7 @@ use deputy_core::{DepMode, Dependency, NodeId, Status, Task, TaskId};
 
 use super::dialect::Conn;
 use super::rows::{self, load_row, load_task};
-use crate::sql::{Bind, query};
+use crate::sql::{Bind, Query, query};
 use crate::{CancelOutcome, Finish, Group, Result, StoreError, Submitted};
 
 pub(super) async fn append_event(
@@ -728,20 +728,9 @@ pub(super) async fn claim_batch(
         claimed.push(t);
     }
 
-    let mut q = query(
-        "UPDATE tasks SET status = 'running', reason = NULL, pgid = NULL, ready_at = NULL, updated_at = ",
-    );
-    q.push_bind(now)
-        .push(", started_at = ")
-        .push_bind(now)
-        .push(", node = ")
-        .push_bind(node.0.clone())
-        .push(", lease_expires_at = ")
-        .push_bind(lease)
-        .push(" WHERE status = 'queued' AND id IN (")
-        .push_list(claimed.iter().map(|t| t.id.to_string()))
-        .push(")");
-    let updated = q.execute(conn).await?;
+    let updated = claim_update(node, lease, now, &claimed)
+        .execute(conn)
+        .await?;
     if updated != claimed.len() as u64 {
         // Another writer moved one of them first; this claim changes nothing.
         return Err(StoreError::Conflict {
@@ -795,6 +784,29 @@ pub(super) async fn claim_batch(
     });
     q.execute(conn).await?;
     Ok(claimed)
+}
+
+/// The compare-and-set of a claim: every named task from `queued` to `running` on
+/// `node`. The rows are found by id and their status only checked: SQLite's planner,
+/// without statistics, would otherwise walk every queued task through the status index,
+/// so a claim would cost as much as the queue is long.
+pub(super) fn claim_update(node: &NodeId, lease: Millis, now: Millis, tasks: &[Task]) -> Query {
+    let mut q = query(
+        "UPDATE tasks SET status = 'running', reason = NULL, pgid = NULL, ready_at = NULL, updated_at = ",
+    );
+    q.push_bind(now)
+        .push(", started_at = ")
+        .push_bind(now)
+        .push(", node = ")
+        .push_bind(node.0.clone())
+        .push(", lease_expires_at = ")
+        .push_bind(lease)
+        .push(" WHERE ")
+        .push(super::dialect::STATUS_CHECKED_ONLY)
+        .push(" = 'queued' AND id IN (")
+        .push_list(tasks.iter().map(|t| t.id.to_string()))
+        .push(")");
+    q
 }
 
 pub(super) async fn finish(conn: &mut Conn, f: Finish) -> Result<Task> {

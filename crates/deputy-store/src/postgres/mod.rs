@@ -53,6 +53,9 @@ mod dialect {
 
     pub const NAME: &str = "PgStore";
     pub const OCTET_LENGTH: &str = "octet_length";
+    /// `status` in a condition that must not pick the index (PostgreSQL's planner has
+    /// statistics and looks rows up by id by itself).
+    pub const STATUS_CHECKED_ONLY: &str = "status";
 
     /// The writer's connection comes from the store's pool.
     pub type Connector = sqlx::PgPool;
@@ -139,6 +142,10 @@ impl PgStore {
             (
                 "event_seq",
                 include_str!("../../migrations/postgres/0005_event_seq.sql"),
+            ),
+            (
+                "drop_tasks_ready",
+                include_str!("../../migrations/postgres/0006_drop_tasks_ready.sql"),
             ),
         ])
         .run(&pool)

@@ -52,8 +52,10 @@ impl SqliteConn {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             // A 16 MiB page cache (SQLite's default is 2 MiB) keeps the indexes a busy
-            // queue touches in memory.
+            // queue touches in memory; statement journals (a multi-row UPDATE keeps one)
+            // stay in memory instead of spilling to temporary files.
             conn.pragma_update(None, "cache_size", -16_384)?;
+            conn.pragma_update(None, "temp_store", "MEMORY")?;
         }
         conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(SqliteConn { conn })

@@ -53,6 +53,9 @@ mod dialect {
     pub use super::threads::Readers;
     pub const NAME: &str = "SqliteStore";
     pub const OCTET_LENGTH: &str = "length";
+    /// `status` in a condition that must not pick the index: unary `+` keeps SQLite's
+    /// planner from using it.
+    pub const STATUS_CHECKED_ONLY: &str = "+status";
 
     /// Where the writer's connection comes from (and a fresh one after a failed batch).
     pub type Connector = super::conn::Opener;
@@ -122,6 +125,10 @@ impl SqliteStore {
                 "schedules",
                 include_str!("../../migrations/sqlite/0004_schedules.sql"),
             ),
+            (
+                "drop_tasks_ready",
+                include_str!("../../migrations/sqlite/0005_drop_tasks_ready.sql"),
+            ),
         ])
         .run(&mut migrating)
         .await?;
@@ -140,5 +147,57 @@ impl SqliteStore {
         )?;
         let closing = tokio::sync::watch::channel(false).0;
         DbStore::new(writer, first, readers, Arc::new(Notify::new()), closing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use deputy_core::NodeId;
+    use deputy_core::submit::{NewTask, SubmitDefaults};
+
+    use super::*;
+    use crate::Store;
+
+    /// Regression: without statistics SQLite planned the claim's `UPDATE … WHERE status =
+    /// 'queued' AND id IN (…)` through the status index, reading every queued task per
+    /// claim (672 µs a claim with 8,000 queued, 92 µs by id).
+    #[tokio::test]
+    async fn a_claim_finds_its_rows_by_id_not_by_walking_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let defaults = SubmitDefaults {
+            timeout_ms: Some(60_000),
+            output_cap: 1 << 20,
+            cwd: "/tmp".into(),
+        };
+        let batch = (0..50)
+            .map(|_| NewTask {
+                kind: Some("noop".into()),
+                ..NewTask::default()
+            })
+            .map(|t| t.validate(&defaults, 0).unwrap())
+            .collect();
+        let tasks: Vec<_> = store
+            .submit(batch, 1)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.task)
+            .collect();
+        store.close().await;
+        let mut conn = conn::SqliteConn::open(&path, true).unwrap();
+        let plan: Vec<String> = tasks::claim_update(&NodeId("n".into()), 2, 1, &tasks[..16])
+            .explained()
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String>("detail").unwrap())
+            .collect();
+        assert!(
+            plan.iter().any(|d| d.contains("(id=?)")) && !plan.iter().any(|d| d.contains("status")),
+            "{plan:?}"
+        );
     }
 }
