@@ -459,6 +459,78 @@ fn topo_order(edges: &[Vec<usize>]) -> Vec<usize> {
     order
 }
 
+/// A task as a submit creates it (attempt 1, nothing run yet).
+fn fresh_task(
+    t: &ValidTask,
+    status: Status,
+    depends_on: Vec<Dependency>,
+    ready_at: Option<Millis>,
+    reason: Option<String>,
+    now: Millis,
+) -> Task {
+    Task {
+        id: TaskId::new(),
+        status,
+        attempt: 1,
+        spec: t.spec.clone(),
+        depends_on,
+        created_at: now,
+        updated_at: now,
+        started_at: None,
+        finished_at: status.is_terminal().then_some(now),
+        exit_code: None,
+        signal: None,
+        reason,
+        ready_at,
+        node: None,
+        lease_expires_at: None,
+        pgid: None,
+        cancel_requested: false,
+        usage: None,
+        resume_session: None,
+    }
+}
+
+fn created_event(t: &Task) -> EventBody {
+    EventBody::TaskCreated {
+        status: t.status,
+        name: t.spec.title(),
+        group: t.spec.group.clone(),
+        priority: t.spec.priority,
+    }
+}
+
+/// The insert of new tasks' rows, each with its queue position (its `task.created` seq).
+fn insert_rows(rows: &[(&Task, i64)]) -> Result<Query> {
+    let mut q = query(
+        "INSERT INTO tasks (id, status, priority, group_name, attempt, spec, title, idempotency_key,
+            queue_seq, created_at, updated_at, ready_at, reason, finished_at) VALUES ",
+    );
+    let mut values = Vec::with_capacity(rows.len());
+    for (t, seq) in rows {
+        let spec =
+            serde_json::to_string(&t.spec).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        values.push(vec![
+            t.id.to_string().value(),
+            t.status.as_str().value(),
+            t.spec.priority.rank().value(),
+            t.spec.group.clone().value(),
+            i64::from(t.attempt).value(),
+            spec.value(),
+            t.spec.title().value(),
+            t.spec.idempotency_key.clone().value(),
+            seq.value(),
+            t.created_at.value(),
+            t.updated_at.value(),
+            t.ready_at.value(),
+            t.reason.clone().value(),
+            t.finished_at.value(),
+        ]);
+    }
+    q.push_rows(values, |v| v);
+    Ok(q)
+}
+
 /// Rows per multi-row insert: well under both backends' limits on bound values
 /// (13 values a task).
 const INSERT_ROWS: usize = 500;
@@ -471,42 +543,18 @@ async fn insert_plain_tasks(
     batch: &[&ValidTask],
     now: Millis,
 ) -> Result<Vec<Task>> {
-    let mut tasks = Vec::with_capacity(batch.len());
-    for t in batch {
-        let (status, ready_at) = match t.spec.run_at {
-            Some(at) if at > now => (Status::Scheduled, Some(at)),
-            _ => (Status::Queued, None),
-        };
-        tasks.push(Task {
-            id: TaskId::new(),
-            status,
-            attempt: 1,
-            spec: t.spec.clone(),
-            depends_on: Vec::new(),
-            created_at: now,
-            updated_at: now,
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            signal: None,
-            reason: None,
-            ready_at,
-            node: None,
-            lease_expires_at: None,
-            pgid: None,
-            cancel_requested: false,
-            usage: None,
-            resume_session: None,
-        });
-    }
+    let tasks: Vec<Task> = batch
+        .iter()
+        .map(|t| match t.spec.run_at {
+            Some(at) if at > now => {
+                fresh_task(t, Status::Scheduled, Vec::new(), Some(at), None, now)
+            }
+            _ => fresh_task(t, Status::Queued, Vec::new(), None, None, now),
+        })
+        .collect();
     let mut q = query("INSERT INTO events (task_id, type, payload, at) VALUES ");
     q.push_rows(&tasks, |t| {
-        let created = EventBody::TaskCreated {
-            status: t.status,
-            name: t.spec.title(),
-            group: t.spec.group.clone(),
-            priority: t.spec.priority,
-        };
+        let created = created_event(t);
         vec![
             t.id.to_string().value(),
             created.type_name().value(),
@@ -527,41 +575,22 @@ async fn insert_plain_tasks(
         let seq = *seqs
             .get(&id)
             .ok_or_else(|| StoreError::Corrupt(format!("no event was stored for task {id}")))?;
-        let spec =
-            serde_json::to_string(&t.spec).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        rows.push((t, id, seq, spec));
+        rows.push((t, seq));
     }
-    let mut q = query(
-        "INSERT INTO tasks (id, status, priority, group_name, attempt, spec, title, idempotency_key,
-            queue_seq, created_at, updated_at, ready_at, reason, finished_at) VALUES ",
-    );
-    q.push_rows(&rows, |(t, id, seq, spec)| {
-        vec![
-            id.clone().value(),
-            t.status.as_str().value(),
-            t.spec.priority.rank().value(),
-            t.spec.group.clone().value(),
-            1i64.value(),
-            spec.clone().value(),
-            t.spec.title().value(),
-            None::<String>.value(),
-            seq.value(),
-            now.value(),
-            now.value(),
-            t.ready_at.value(),
-            None::<String>.value(),
-            None::<i64>.value(),
-        ]
-    });
-    q.execute(conn).await?;
-    let labels: Vec<(&String, &String, i64)> = rows
+    insert_rows(&rows)?.execute(conn).await?;
+    let labels: Vec<(&String, String, i64)> = rows
         .iter()
-        .flat_map(|(t, id, seq, _)| t.spec.labels.iter().map(move |l| (l, id, *seq)))
+        .flat_map(|(t, seq)| {
+            t.spec
+                .labels
+                .iter()
+                .map(move |l| (l, t.id.to_string(), *seq))
+        })
         .collect();
     for chunk in labels.chunks(INSERT_ROWS * 4) {
         let mut q = query("INSERT INTO task_labels (label, task_id, queue_seq) VALUES ");
         q.push_rows(chunk, |(label, id, seq)| {
-            vec![(*label).value(), (*id).value(), seq.value()]
+            vec![(*label).value(), id.clone().value(), seq.value()]
         });
         q.push(" ON CONFLICT DO NOTHING");
         q.execute(conn).await?;
@@ -575,7 +604,6 @@ async fn insert_task(
     deps: Vec<Dependency>,
     now: Millis,
 ) -> Result<Task> {
-    let id = TaskId::new();
     let (status, reason, ready_at) = match readiness(conn, &deps).await? {
         Readiness::Waiting => (Status::Blocked, None, None),
         Readiness::DependencyFailed(r) => (Status::Cancelled, Some(r), None),
@@ -584,36 +612,10 @@ async fn insert_task(
             _ => (Status::Queued, None, None),
         },
     };
-    let created = EventBody::TaskCreated {
-        status,
-        name: t.spec.title(),
-        group: t.spec.group.clone(),
-        priority: t.spec.priority,
-    };
-    let seq = append_event(conn, Some(id), &created, now).await?;
-    let spec_json =
-        serde_json::to_string(&t.spec).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let finished_at = status.is_terminal().then_some(now);
-    query(
-        "INSERT INTO tasks (id, status, priority, group_name, attempt, spec, title, idempotency_key,
-            queue_seq, created_at, updated_at, ready_at, reason, finished_at)
-         VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(id.to_string())
-    .bind(status.as_str())
-    .bind(t.spec.priority.rank())
-    .bind(&t.spec.group)
-    .bind(spec_json)
-    .bind(t.spec.title())
-    .bind(&t.spec.idempotency_key)
-    .bind(seq)
-    .bind(now)
-    .bind(now)
-    .bind(ready_at)
-    .bind(&reason)
-    .bind(finished_at)
-    .execute(conn)
-    .await?;
+    let task = fresh_task(t, status, deps, ready_at, reason, now);
+    let id = task.id;
+    let seq = append_event(conn, Some(id), &created_event(&task), now).await?;
+    insert_rows(&[(&task, seq)])?.execute(conn).await?;
     for label in &t.spec.labels {
         query(
             "INSERT INTO task_labels (label, task_id, queue_seq) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
@@ -624,7 +626,7 @@ async fn insert_task(
         .execute(conn)
         .await?;
     }
-    for d in &deps {
+    for d in &task.depends_on {
         query("INSERT INTO task_deps (task_id, depends_on, mode) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
             .bind(id.to_string())
             .bind(d.task.to_string())
@@ -632,27 +634,6 @@ async fn insert_task(
             .execute(conn)
             .await?;
     }
-    let task = Task {
-        id,
-        status,
-        attempt: 1,
-        spec: t.spec.clone(),
-        depends_on: deps,
-        created_at: now,
-        updated_at: now,
-        started_at: None,
-        finished_at,
-        exit_code: None,
-        signal: None,
-        reason,
-        ready_at,
-        node: None,
-        lease_expires_at: None,
-        pgid: None,
-        cancel_requested: false,
-        usage: None,
-        resume_session: None,
-    };
     if status.is_terminal() {
         ended_for_good(conn, &task, now).await?;
     }

@@ -51,10 +51,10 @@ impl SqliteConn {
             // may lose the last transactions, never corrupt the database.
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
-            // A 16 MiB page cache (SQLite's default is 2 MiB) keeps the indexes a busy
-            // queue touches in memory; statement journals (a multi-row UPDATE keeps one)
-            // stay in memory instead of spilling to temporary files.
-            conn.pragma_update(None, "cache_size", -16_384)?;
+            // A negative cache_size is in KiB. Statement journals (a multi-row UPDATE
+            // keeps one) stay in memory instead of spilling to temporary files.
+            let cache_kib = (super::WRITER_PAGE_CACHE_BYTES / 1024) as i64;
+            conn.pragma_update(None, "cache_size", -cache_kib)?;
             conn.pragma_update(None, "temp_store", "MEMORY")?;
         }
         conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -1,9 +1,10 @@
 //! The embedded store: SQLite in WAL mode.
 //!
-//! Writes go through a pool of exactly one connection, so transactions are serialized
-//! in-process and never fail with "database is locked"; reads use a separate pool and
-//! see only committed data. The daemon holds a lock file on its data dir, so no second
-//! process writes the same database.
+//! Writes go through one connection owned by the writer thread, so transactions are
+//! serialized in-process and never fail with "database is locked"; reads run on three
+//! reader threads, each owning a read-only connection that sees only committed data.
+//! The daemon holds a lock file on its data dir, so no second process writes the same
+//! database.
 
 #[path = "../backend/output.rs"]
 #[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
@@ -28,6 +29,10 @@ mod trace;
 mod writer;
 
 mod conn;
+
+/// The writer connection's page cache (SQLite's default is 2 MiB): the indexes a busy
+/// queue touches stay in memory. A fixed part of the daemon's memory, whatever tasks print.
+pub const WRITER_PAGE_CACHE_BYTES: u64 = 16 << 20;
 mod threads;
 
 use std::path::Path;

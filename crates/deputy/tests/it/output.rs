@@ -76,9 +76,11 @@ async fn fifty_megabytes_under_a_one_megabyte_cap_keep_head_and_tail_in_bounded_
         "daemon peak RSS {} MiB",
         after_50mb >> 20
     );
+    // The writer's page cache fills as the store grows (a fixed bound of its own), so
+    // growth is allowed up to that bound plus 8 MiB; 150 MB held anywhere would fail.
     let growth = after_200mb.saturating_sub(after_50mb);
     assert!(
-        growth < 8 << 20,
+        growth < (8 << 20) + deputy_store::sqlite::WRITER_PAGE_CACHE_BYTES,
         "daemon memory grew by {} MiB with the output",
         growth >> 20
     );
