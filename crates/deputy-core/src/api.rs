@@ -216,3 +216,32 @@ pub struct NodeInfo {
     /// Tasks it runs now.
     pub running: u64,
 }
+
+/// `GET /v1/stats`: this daemon's recent figures, oldest first, one sample per interval
+/// (what the dashboard's sparklines draw).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DaemonFigures {
+    /// Milliseconds between samples.
+    pub interval_ms: u64,
+    pub samples: Vec<FigureSample>,
+}
+
+/// One interval's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FigureSample {
+    /// When the interval ended.
+    pub at: Millis,
+    /// Tasks queued in the store (every group, every node) at that moment.
+    pub queued: u64,
+    /// Tasks this node was running at that moment.
+    pub running: u64,
+    /// Tasks that ended for good during the interval (seen in the event log).
+    pub finished: u64,
+    /// Events appended to the log during the interval.
+    pub events: u64,
+    /// False when this node fell behind the event log during the interval, so
+    /// `finished` and `events` are lower bounds.
+    pub complete: bool,
+}

@@ -54,6 +54,8 @@ pub struct DaemonConfig {
     pub otlp_endpoint: Option<String>,
     /// How agent tasks run (worktrees go under the data dir unless set otherwise).
     pub agents: deputy_engine::agent::config::AgentConfig,
+    /// How often the daemon samples the figures the dashboard's sparklines draw.
+    pub figures_interval: Duration,
 }
 
 impl DaemonConfig {
@@ -81,6 +83,7 @@ impl DaemonConfig {
             providers: deputy_llm::providers::builtin(&|k| std::env::var(k).ok()),
             otlp_endpoint: None,
             agents: deputy_engine::agent::config::AgentConfig::new(worktrees),
+            figures_interval: Duration::from_secs(5),
         }
     }
 }
@@ -266,6 +269,11 @@ pub async fn start(cfg: DaemonConfig) -> anyhow::Result<Daemon> {
         started_at,
         data_dir: cfg.data_dir.display().to_string(),
         replays: Default::default(),
+        figures: crate::dashboard::Figures::start(
+            engine.clone(),
+            cfg.figures_interval,
+            http_stop.clone(),
+        ),
     };
     let router = app(state, cfg.max_body, token);
     let listener = crate::listener::TimeoutListener::new(listener, cfg.write_timeout);

@@ -8,6 +8,7 @@ mod api;
 pub mod auth;
 mod body;
 pub mod daemon;
+pub mod dashboard;
 mod error;
 mod listener;
 mod metrics_http;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub data_dir: String,
     /// Finished tasks' event streams, rendered once for every client.
     pub replays: std::sync::Arc<replay::ReplayCache>,
+    /// Recent figures for the dashboard's sparklines.
+    pub figures: std::sync::Arc<dashboard::Figures>,
 }
 
 async fn openapi_json() -> impl axum::response::IntoResponse {
@@ -78,9 +81,11 @@ pub fn app(state: AppState, max_body: usize, token: Option<auth::Token>) -> Rout
         )
         .route("/v1/schedules/{name}/pause", post(schedules_api::pause))
         .route("/v1/schedules/{name}/resume", post(schedules_api::resume))
+        .route("/v1/stats", get(dashboard::figures::stats))
         .route("/metrics", get(metrics_http::metrics))
         .route("/v1/openapi.json", get(openapi_json))
         .nest_service("/mcp", deputy_mcp::http_service(state.self_client.clone()))
+        .merge(dashboard::routes(token.clone()))
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see the README's HTTP section")
         })

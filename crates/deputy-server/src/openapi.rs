@@ -5,6 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::dashboard::figures;
 use crate::{api, metrics_http, schedules_api, sse};
 
 #[derive(OpenApi)]
@@ -21,7 +22,7 @@ use crate::{api, metrics_http, schedules_api, sse};
         api::pause, api::resume, api::groups, api::add_group, api::update_group, api::clean,
         schedules_api::add, schedules_api::list, schedules_api::show, schedules_api::remove,
         schedules_api::pause, schedules_api::resume,
-        metrics_http::metrics,
+        metrics_http::metrics, figures::stats,
     ),
     components(schemas(deputy_core::api::BatchResult, deputy_core::EventBody)),
     modifiers(&BearerAuth, &Conformance),

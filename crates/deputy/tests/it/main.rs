@@ -8,6 +8,7 @@ mod chaos;
 mod cli;
 mod cluster;
 mod dag;
+mod dashboard;
 mod harness;
 mod http;
 mod input;
