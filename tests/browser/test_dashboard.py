@@ -19,6 +19,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BINARY = os.environ.get("DEPUTY_BIN", os.path.join(ROOT, "target", "debug", "deputy"))
 ARTIFACTS = os.environ.get("DEPUTY_ARTIFACTS", os.path.join(ROOT, "target", "dashboard-artifacts"))
 CHROMIUM = os.environ.get("DEPUTY_CHROMIUM", "/usr/bin/chromium")
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +206,29 @@ def test_cancelling_a_running_task_from_the_page_stops_it(env, page):
     with pytest.raises(ProcessLookupError):
         os.killpg(pgid, 0)
 
+    # Retry runs it again as attempt 2, and the attempts table shows both.
+    page.get_by_role("button", name="Retry").click()
+    page.locator("dialog#confirm").get_by_role("button", name="Confirm").click()
+    expect(page.locator("#task-status")).to_have_text("running")
+    expect(page.locator('#attempts tr[data-attempt="2"]')).to_contain_text("running")
+    expect(page.locator('#attempts tr[data-attempt="1"]')).to_contain_text("cancelled")
+    d.api("POST", f"/v1/tasks/{task['id']}/cancel", {})
+    expect(page.locator("#task-status")).to_have_text("cancelled")
+
+
+def test_the_queue_is_paused_and_resumed_from_the_header(env, page):
+    visit(env, page, "")
+    page.get_by_role("button", name="Pause queue").click()
+    dialog = page.locator("dialog#confirm")
+    expect(dialog).to_contain_text("Pause the queue?")
+    dialog.get_by_role("button", name="Confirm").click()
+    expect(page.locator("#queue-state")).to_have_text("queue paused")
+    assert env["daemon"].api("GET", "/v1/status")["queue_paused"] is True
+    page.get_by_role("button", name="Resume queue").click()
+    dialog.get_by_role("button", name="Confirm").click()
+    expect(page.locator("#queue-state")).to_have_text("queue running")
+    assert env["daemon"].api("GET", "/v1/status")["queue_paused"] is False
+
 
 def test_an_api_error_is_shown_as_the_api_said_it(env, page):
     visit(env, page, "submit")
@@ -346,3 +370,10 @@ def test_the_page_fits_a_phone(env, browser):
     assert overflow <= 1, f"the page is {overflow}px wider than the phone"
     shot(pg, "phone-tasks")
     context.close()
+
+
+def test_overview_screenshot(env, page):
+    """Last: the task list after everything above ran (the README's picture)."""
+    visit(env, page, "")
+    expect(page.locator("#task-rows tr").first).to_be_visible()
+    shot(page, "overview")

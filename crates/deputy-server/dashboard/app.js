@@ -455,6 +455,8 @@ async function viewTask(id) {
     if (!frame) frame = requestAnimationFrame(flush);
   };
   let shownAttempt = 0;
+  // The newest attempt known: the stream ends with its end, not an earlier one's.
+  let lastAttempt = t.attempt;
   let stream = null;
   const open = () => {
     stream = new EventSource(`/v1/tasks/${t.id}/events?last_event_id=${lastSeq}`);
@@ -471,6 +473,7 @@ async function viewTask(id) {
         if (d.data === undefined) write("note", `[${d.len} bytes dropped by the output cap]\n`);
         else write(d.stream === "stderr" ? "stderr" : null, d.data);
       } else if (ev.type === "task.status") {
+        lastAttempt = Math.max(lastAttempt, d.attempt);
         statusBox.replaceChildren(badge(d.to));
         cancelBtn.disabled = ENDED.has(d.to);
         reread();
@@ -478,6 +481,11 @@ async function viewTask(id) {
         write("note", `[${d.step}${d.tool ? ` ${d.tool}` : ""}${d.detail ? `: ${d.detail.slice(0, 300)}` : ""}]\n`);
       } else if (ev.type === "task.finished") {
         statusBox.replaceChildren(badge(d.status));
+        if (d.attempt < lastAttempt) {
+          // An earlier attempt's end, replayed: the stream goes on to the newest attempt.
+          write("note", `── attempt ${d.attempt} ${d.status} ──\n`);
+          return;
+        }
         cancelBtn.disabled = true;
         retryBtn.disabled = false;
         reread();
