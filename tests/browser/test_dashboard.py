@@ -377,3 +377,50 @@ def test_overview_screenshot(env, page):
     visit(env, page, "")
     expect(page.locator("#task-rows tr").first).to_be_visible()
     shot(page, "overview")
+
+
+def _luminance(rgb):
+    def channel(c):
+        c = c / 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+    r, g, b = (channel(c) for c in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def _contrast(a, b):
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+# Each visible text element's colour against the first opaque background behind it.
+COLOURS_JS = """
+(selectors) => selectors.flatMap((sel) => [...document.querySelectorAll(sel)].slice(0, 3).map((el) => {
+  const parse = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  let bg = null;
+  for (let n = el; n; n = n.parentElement) {
+    const c = parse(getComputedStyle(n).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] > 0.99)) { bg = c.slice(0, 3); break; }
+  }
+  return { sel, fg: parse(getComputedStyle(el).color).slice(0, 3), bg: bg || [255, 255, 255] };
+}))
+"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_text_meets_wcag_aa_contrast(env, browser, scheme):
+    env["daemon"].wait_finished(submit(env["daemon"], name=f"contrast-{scheme}", command="true")["id"])
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme=scheme)
+    context.set_default_timeout(TIMEOUT_MS)
+    pg = context.new_page()
+    pg.goto(f"{env['proxy'].url}/login")
+    pg.get_by_label("API token").fill(TOKEN)
+    pg.get_by_role("button", name="Log in").click()
+    expect(pg.locator("#task-rows tr").first).to_be_visible()
+    selectors = ["h1", "td", "th", ".muted", "a", "button", "button.primary", "#queue-state",
+                 ".badge.st-succeeded", ".badge.st-cancelled", "label", ".spark"]
+    found = pg.evaluate(COLOURS_JS, selectors)
+    assert {f["sel"] for f in found} >= {"h1", "td", "th", "a", "button.primary", ".badge.st-succeeded"}
+    low = [(f["sel"], round(_contrast(f["fg"], f["bg"]), 2)) for f in found if _contrast(f["fg"], f["bg"]) < 4.5]
+    assert not low, f"text below 4.5:1 in the {scheme} scheme: {low}"
+    shot(pg, f"contrast-{scheme}")
+    context.close()
