@@ -142,6 +142,18 @@ pub enum EventBody {
 }
 
 impl EventBody {
+    /// Every `type_name`, for validating filters.
+    pub const TYPE_NAMES: [&'static str; 8] = [
+        "task.created",
+        "task.status",
+        "task.output",
+        "task.finished",
+        "task.cancel_requested",
+        "task.agent",
+        "queue.updated",
+        "schedule.updated",
+    ];
+
     pub fn type_name(&self) -> &'static str {
         match self {
             EventBody::TaskCreated { .. } => "task.created",

@@ -34,6 +34,36 @@ pub(crate) struct StreamParams {
     /// For browsers' first connection, which cannot set `Last-Event-ID`.
     last_event_id: Option<i64>,
     group: Option<String>,
+    /// Only these event types (comma-separated, e.g. `task.created,task.status`);
+    /// `/v1/events` only.
+    #[param(
+        pattern = "^((task\\.(created|status|output|finished|cancel_requested|agent)|queue\\.updated|schedule\\.updated)(,|$))+$"
+    )]
+    types: Option<String>,
+}
+
+/// The `types` filter, checked against the event types that exist.
+fn parse_types(raw: Option<&str>) -> Result<Option<Vec<&'static str>>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let mut types = Vec::new();
+    for name in raw.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let known = EventBody::TYPE_NAMES
+            .iter()
+            .find(|t| **t == name)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "unknown event type `{name}` in types; known types: {}",
+                    EventBody::TYPE_NAMES.join(", ")
+                ))
+            })?;
+        types.push(*known);
+    }
+    if types.is_empty() {
+        return Err(ApiError::bad_request(
+            "types names no event type; leave it out for every type",
+        ));
+    }
+    Ok(Some(types))
 }
 
 /// Which events a stream carries, and when it ends.
@@ -42,12 +72,11 @@ enum Scope {
     /// One task's events; the stream ends with the end of attempt `until` or a later one
     /// (the task's attempt when the stream opened), so replaying a retried task does not
     /// stop at an earlier attempt's end.
-    Task {
-        id: TaskId,
-        until: u32,
-    },
+    Task { id: TaskId, until: u32 },
     All {
         group: Option<String>,
+        /// Only events of these types (None: every type).
+        types: Option<Vec<&'static str>>,
     },
 }
 
@@ -55,8 +84,11 @@ impl Scope {
     fn wants(&self, e: &Event) -> bool {
         match self {
             Scope::Task { id, .. } => e.task == Some(*id),
-            Scope::All { group: None } => true,
-            Scope::All { group: Some(g) } => match &e.body {
+            Scope::All {
+                types: Some(types), ..
+            } if !types.contains(&e.body.type_name()) => false,
+            Scope::All { group: None, .. } => true,
+            Scope::All { group: Some(g), .. } => match &e.body {
                 EventBody::TaskCreated { group, .. } => group == g,
                 EventBody::QueueUpdated { group, .. } => group.as_deref() == Some(g),
                 // Other task events carry no group; the stream's consumer filters by
@@ -110,9 +142,9 @@ pub(crate) async fn task_events(
     params: Result<Query<StreamParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params?;
-    if p.group.is_some() {
+    if p.group.is_some() || p.types.is_some() {
         return Err(ApiError::bad_request(
-            "group filters apply to /v1/events only",
+            "group and types filters apply to /v1/events only",
         ));
     }
     let id = resolve_id(&state, &raw).await?;
@@ -144,9 +176,13 @@ pub(crate) async fn all_events(
 ) -> Result<Response, ApiError> {
     let Query(p) = params?;
     let after = start_after(&headers, p.last_event_id)?;
+    let types = parse_types(p.types.as_deref())?;
     Ok(sse_response(stream_events(
         state,
-        Scope::All { group: p.group },
+        Scope::All {
+            group: p.group,
+            types,
+        },
         after,
     )))
 }

@@ -210,3 +210,70 @@ async fn the_figures_count_finished_tasks_per_interval() {
     assert!(figures.samples.windows(2).all(|w| w[0].at <= w[1].at));
     d.stop().await;
 }
+
+#[tokio::test]
+async fn the_event_stream_can_leave_out_types_the_page_does_not_show() {
+    let d = TestDaemon::start(1).await;
+    let url = d.url();
+    let h = http();
+    let t = d
+        .client
+        .submit(&sh("echo one; echo two >&2"))
+        .await
+        .unwrap()
+        .task;
+    wait_done(&d.client, t.id).await;
+
+    // Replayed from the start with only status changes and ends: no output, no creation.
+    let resp = h
+        .get(format!(
+            "{url}/v1/events?types=task.status,task.finished&last_event_id=0"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    tokio::time::timeout(DEADLINE, async {
+        while !text.contains("event: task.finished") {
+            let chunk = futures_util::StreamExt::next(&mut body)
+                .await
+                .unwrap()
+                .unwrap();
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("the filtered stream never sent the task's end");
+    let types: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(
+        types,
+        ["task.status", "task.status", "task.finished"],
+        "{text}"
+    );
+
+    // Unknown types are refused with the list of known ones; a task's stream has no filter.
+    let bad = h
+        .get(format!("{url}/v1/events?types=task.exploded"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("task.exploded") && message.contains("task.output"),
+        "{message}"
+    );
+    let on_task = h
+        .get(format!("{url}/v1/tasks/{}/events?types=task.status", t.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_task.status(), 400);
+    d.stop().await;
+}
