@@ -425,6 +425,7 @@ async fn commit_batch(
         let started = Instant::now();
         only.run(conn).await;
         *held += started.elapsed();
+        dialect::after_commit(conn);
         return Ok(());
     }
     if batch.len() > 1 {
@@ -489,5 +490,6 @@ async fn finish(conn: &mut Conn, announces: bool) -> Result<()> {
         dialect::before_commit(conn).await?;
     }
     query("COMMIT").execute(conn).await?;
+    dialect::after_commit(conn);
     Ok(())
 }

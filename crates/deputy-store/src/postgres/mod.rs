@@ -93,6 +93,9 @@ mod dialect {
     }
 
     /// Delivered to every listener when (and only if) the transaction commits.
+    /// PostgreSQL checkpoints by itself.
+    pub fn after_commit(_conn: &mut Conn) {}
+
     pub async fn before_commit(conn: &mut Conn) -> crate::Result<()> {
         query("SELECT pg_notify('deputy_events', '')")
             .execute(conn)

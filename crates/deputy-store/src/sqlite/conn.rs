@@ -9,6 +9,7 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{OpenFlags, ToSql};
 
+use super::checkpoint::{BACKSTOP_PAGES, Checkpointer};
 use crate::sql::{Exec, Row, Value};
 use crate::{Result, StoreError};
 
@@ -18,18 +19,29 @@ const STATEMENT_CACHE: usize = 256;
 
 pub struct SqliteConn {
     conn: rusqlite::Connection,
+    /// The writer's: told after each commit that the WAL grew.
+    checkpointer: Option<Arc<Checkpointer>>,
 }
 
-/// Where connections come from: the database file, and whether they may write.
+/// Where connections come from: the database file, whether they may write, and (for the
+/// writer) the thread that checkpoints what it writes.
 #[derive(Debug, Clone)]
 pub struct Opener {
     pub path: PathBuf,
     pub read_only: bool,
+    pub checkpointer: Option<Arc<Checkpointer>>,
 }
 
 impl Opener {
     pub fn open(&self) -> Result<SqliteConn> {
-        SqliteConn::open(&self.path, self.read_only)
+        let mut conn = SqliteConn::open(&self.path, self.read_only)?;
+        if let Some(c) = &self.checkpointer {
+            // Checkpoints are the thread's job; the writer's own are only a backstop.
+            conn.conn
+                .pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)?;
+            conn.checkpointer = Some(c.clone());
+        }
+        Ok(conn)
     }
 }
 
@@ -58,7 +70,17 @@ impl SqliteConn {
             conn.pragma_update(None, "temp_store", "MEMORY")?;
         }
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        Ok(SqliteConn { conn })
+        Ok(SqliteConn {
+            conn,
+            checkpointer: None,
+        })
+    }
+
+    /// After a commit: let the checkpointer know the WAL grew.
+    pub fn committed(&self) {
+        if let Some(c) = &self.checkpointer {
+            c.nudge();
+        }
     }
 
     fn run_now(&mut self, sql: &str, args: Vec<Value>) -> Result<u64> {

@@ -28,12 +28,13 @@ mod trace;
 #[allow(clippy::duplicate_mod)] // Compiled once per backend, on purpose.
 mod writer;
 
+mod checkpoint;
 mod conn;
+mod threads;
 
 /// The writer connection's page cache (SQLite's default is 2 MiB): the indexes a busy
 /// queue touches stay in memory. A fixed part of the daemon's memory, whatever tasks print.
 pub const WRITER_PAGE_CACHE_BYTES: u64 = 16 << 20;
-mod threads;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -93,6 +94,11 @@ mod dialect {
         Ok(())
     }
 
+    /// The WAL grew: the checkpoint thread copies it into the database file.
+    pub fn after_commit(conn: &mut Conn) {
+        conn.committed();
+    }
+
     /// The best queued tasks of one group, up to its free slots: one index seek.
     pub const CLAIM_GROUP: &str = "SELECT id, status, attempt, spec, created_at, updated_at, started_at, finished_at, ready_at, exit_code, signal, reason, node, lease_expires_at, pgid, cancel_requested, queue_seq, usage, resume_session
          FROM tasks WHERE group_name = ? AND status = 'queued'
@@ -141,12 +147,14 @@ impl SqliteStore {
         let writer = conn::Opener {
             path: path.to_path_buf(),
             read_only: false,
+            checkpointer: Some(Arc::new(checkpoint::Checkpointer::start(path)?)),
         };
         let first = writer.open()?;
         let readers = threads::Readers::start(
             &conn::Opener {
                 path: path.to_path_buf(),
                 read_only: true,
+                checkpointer: None,
             },
             READERS,
         )?;
