@@ -42,17 +42,25 @@ def browser():
         b.close()
 
 
-@pytest.fixture(scope="module")
-def page(env, browser):
-    """A logged-in page at 1280x800, through the proxy. Console errors fail the test."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+def log_in(env, browser, errors=None, **options):
+    """A new browser context, logged in through the form; returns (context, page). Errors
+    thrown in the page from its first load on are appended to `errors` when given."""
+    context = browser.new_context(**options)
     context.set_default_timeout(TIMEOUT_MS)
     pg = context.new_page()
-    errors = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
+    if errors is not None:
+        pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.goto(f"{env['proxy'].url}/login")
     pg.get_by_label("API token").fill(TOKEN)
     pg.get_by_role("button", name="Log in").click()
+    return context, pg
+
+
+@pytest.fixture(scope="module")
+def page(env, browser):
+    """A logged-in page at 1280x800, through the proxy. Console errors fail the test."""
+    errors = []
+    context, pg = log_in(env, browser, errors, viewport={"width": 1280, "height": 800})
     expect(pg.get_by_role("heading", name="Tasks")).to_be_visible()
     pg.errors = errors
     yield pg
@@ -359,12 +367,7 @@ def test_sparklines_draw_the_daemons_figures(env, page):
 
 
 def test_the_page_fits_a_phone(env, browser):
-    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
-    context.set_default_timeout(TIMEOUT_MS)
-    pg = context.new_page()
-    pg.goto(f"{env['proxy'].url}/login")
-    pg.get_by_label("API token").fill(TOKEN)
-    pg.get_by_role("button", name="Log in").click()
+    context, pg = log_in(env, browser, viewport={"width": 390, "height": 844}, is_mobile=True)
     expect(pg.get_by_role("heading", name="Tasks")).to_be_visible()
     overflow = pg.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 1, f"the page is {overflow}px wider than the phone"
@@ -409,12 +412,7 @@ COLOURS_JS = """
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_text_meets_wcag_aa_contrast(env, browser, scheme):
     env["daemon"].wait_finished(submit(env["daemon"], name=f"contrast-{scheme}", command="true")["id"])
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme=scheme)
-    context.set_default_timeout(TIMEOUT_MS)
-    pg = context.new_page()
-    pg.goto(f"{env['proxy'].url}/login")
-    pg.get_by_label("API token").fill(TOKEN)
-    pg.get_by_role("button", name="Log in").click()
+    context, pg = log_in(env, browser, viewport={"width": 1280, "height": 800}, color_scheme=scheme)
     expect(pg.locator("#task-rows tr").first).to_be_visible()
     selectors = ["h1", "td", "th", ".muted", "a", "button", "button.primary", "#queue-state",
                  ".badge.st-succeeded", ".badge.st-cancelled", "label", ".spark"]
