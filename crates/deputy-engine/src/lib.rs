@@ -18,6 +18,7 @@ pub mod procfs;
 mod recovery;
 pub mod resources;
 pub mod runner;
+mod running;
 mod scheduler;
 pub mod schedules;
 pub mod supervisor;
@@ -25,9 +26,9 @@ pub mod supervisor;
 use deputy_llm::providers::ProviderConfig;
 use deputy_llm::record::otlp::SpanExporter;
 use deputy_llm::record::{RecordLimits, Recorder, drain};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deputy_core::submit::{NewTask, SubmitDefaults, ValidTask};
@@ -119,17 +120,12 @@ pub(crate) fn check_agent_kind(
     }
 }
 
-struct RunningEntry {
-    stops: Stops,
-    cancel_reason: Option<String>,
-}
-
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) cfg: EngineConfig,
     pub(crate) base_env: BTreeMap<String, String>,
     wake: Notify,
-    running: Mutex<HashMap<TaskId, RunningEntry>>,
+    running: running::RunningSet,
     /// Stop starting tasks.
     stop: CancellationToken,
     /// Stop background loops (after supervisors are done).
@@ -145,36 +141,23 @@ pub(crate) struct Inner {
 
 impl Inner {
     fn running_count(&self) -> usize {
-        self.running.lock().expect("running map").len()
+        self.running.count()
     }
 
-    /// A supervisor is done: forget it and let the scheduler fill its slot.
+    /// A supervisor's process is over: forget it and let the scheduler fill its slot.
     pub(crate) fn release(&self, id: TaskId) {
-        self.running.lock().expect("running map").remove(&id);
+        self.running.remove(id);
         self.wake.notify_one();
     }
 
     pub(crate) fn cancel_reason(&self, id: TaskId) -> Option<String> {
-        self.running
-            .lock()
-            .expect("running map")
-            .get(&id)
-            .and_then(|e| e.cancel_reason.clone())
+        self.running.cancel_reason(id)
     }
 
-    /// Signals the local supervisor of `id`, if there is one.
+    /// Signals the local supervisor of `id`, if there is one (or will be: see
+    /// [`running`]).
     fn signal_cancel(&self, id: TaskId, reason: Option<String>) -> bool {
-        let mut map = self.running.lock().expect("running map");
-        match map.get_mut(&id) {
-            Some(entry) => {
-                if entry.cancel_reason.is_none() {
-                    entry.cancel_reason = reason;
-                }
-                entry.stops.cancel.cancel();
-                true
-            }
-            None => false,
-        }
+        self.running.signal_cancel(id, reason)
     }
 }
 
@@ -238,7 +221,7 @@ impl Engine {
             base_env: runner::base_env(),
             cfg,
             wake: Notify::new(),
-            running: Mutex::new(HashMap::new()),
+            running: running::RunningSet::default(),
             stop: CancellationToken::new(),
             halt,
             supervisors: TaskTracker::new(),
@@ -375,8 +358,8 @@ impl Engine {
             .cancel(id, reason.clone(), now_ms())
             .await?;
         if let CancelOutcome::Requested(_) = &out {
-            // The flag is committed; if the supervisor registered after our look-up, it
-            // reads the flag itself (see scheduler::start_task).
+            // The flag is committed; a supervisor not registered yet gets it when it is
+            // (see `running`).
             self.inner.signal_cancel(id, reason);
         }
         self.inner.wake.notify_one();
@@ -447,14 +430,7 @@ impl Engine {
             .await
             .is_err()
         {
-            let stops: Vec<Stops> = self
-                .inner
-                .running
-                .lock()
-                .expect("running map")
-                .values()
-                .map(|e| e.stops.clone())
-                .collect();
+            let stops: Vec<Stops> = self.inner.running.all_stops();
             tracing::warn!(
                 count = stops.len(),
                 "grace period over; interrupting running tasks"
@@ -484,24 +460,12 @@ async fn heartbeat(inner: Arc<Inner>) {
         }
         // Taken before renewing: every task in it was claimed (committed) before the
         // renewal, so one missing from the renewed set has really lost its lease.
-        let local: Vec<TaskId> = inner
-            .running
-            .lock()
-            .expect("running map")
-            .keys()
-            .copied()
-            .collect();
+        let local: Vec<TaskId> = inner.running.ids();
         let until = now_ms() + inner.cfg.lease.as_millis() as i64;
         match inner.store.renew_leases(&inner.cfg.node, until).await {
             Ok(renewed) => {
                 for id in local.iter().filter(|id| !renewed.contains(id)) {
-                    let lost = inner
-                        .running
-                        .lock()
-                        .expect("running map")
-                        .get(id)
-                        .map(|e| e.stops.clone());
-                    if let Some(stops) = lost {
+                    if let Some(stops) = inner.running.stops(*id) {
                         tracing::warn!(task = %id, "lease lost to another node; stopping the local process");
                         stops.interrupt.cancel();
                     }
@@ -543,8 +507,7 @@ async fn follow_log(
                 },
                 // Missed events: the stored flag is still there; re-check local tasks.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let local: Vec<TaskId> = inner.running.lock().expect("running map").keys().copied().collect();
-                    for id in local {
+                    for id in inner.running.lagged() {
                         if inner.store.cancel_requested(id).await.unwrap_or(false) {
                             inner.signal_cancel(id, None);
                         }

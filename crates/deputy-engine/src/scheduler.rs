@@ -10,8 +10,9 @@ use std::time::Duration;
 use deputy_core::Task;
 use deputy_core::time::now_ms;
 
-use crate::supervisor::{self, Stops};
-use crate::{Inner, RunningEntry};
+use crate::Inner;
+use crate::running::ClaimWindow;
+use crate::supervisor;
 
 pub(crate) async fn run(inner: Arc<Inner>) {
     let mut resources = inner.resources.clone();
@@ -56,6 +57,8 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 None => inner.cfg.parallel - running,
             };
             let lease = inner.cfg.lease.as_millis() as u64;
+            // Opened before the claim commits: cancels from then on reach the claimed.
+            let window = inner.running.open_window();
             match inner
                 .store
                 .claim_batch(&inner.cfg.node, lease, now_ms(), want)
@@ -63,7 +66,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             {
                 Ok(tasks) => {
                     let got = tasks.len();
-                    start_tasks(&inner, tasks).await;
+                    start_tasks(&inner, window, tasks).await;
                     if got < want {
                         break;
                     }
@@ -120,35 +123,28 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     }
 }
 
-/// Registers the supervisors, then checks the stored cancel flags (one read for the
-/// batch): a cancel that committed before the registration is seen here, one after it
-/// finds the entry.
-async fn start_tasks(inner: &Arc<Inner>, tasks: Vec<Task>) {
-    let mut started = Vec::with_capacity(tasks.len());
-    for task in tasks {
+/// Registers the supervisors (which closes the claim window, applying the cancels that
+/// came during it) and starts them. Only when the bus lost events during the window are
+/// the stored cancel flags read.
+async fn start_tasks(inner: &Arc<Inner>, window: ClaimWindow<'_>, tasks: Vec<Task>) {
+    for task in &tasks {
         tracing::debug!(task = %task.id, "claimed");
-        let stops = Stops::default();
-        inner.running.lock().expect("running map").insert(
-            task.id,
-            RunningEntry {
-                stops: stops.clone(),
-                cancel_reason: None,
-            },
-        );
-        started.push((task, stops));
     }
-    let ids: Vec<_> = started.iter().map(|(t, _)| t.id).collect();
-    match inner.store.cancels_requested(&ids).await {
-        Ok(cancelled) => {
-            for (task, stops) in &started {
-                if cancelled.contains(&task.id) {
-                    stops.cancel.cancel();
+    let registered = window.register(tasks);
+    if registered.read_flags {
+        let ids: Vec<_> = registered.tasks.iter().map(|(t, _)| t.id).collect();
+        match inner.store.cancels_requested(&ids).await {
+            Ok(cancelled) => {
+                for (task, stops) in &registered.tasks {
+                    if cancelled.contains(&task.id) {
+                        stops.cancel.cancel();
+                    }
                 }
             }
+            Err(e) => tracing::warn!(%e, "re-reading claimed tasks failed"),
         }
-        Err(e) => tracing::warn!(%e, "re-reading claimed tasks failed"),
     }
-    for (task, stops) in started {
+    for (task, stops) in registered.tasks {
         tracing::debug!(task = %task.id, attempt = task.attempt, "starting");
         inner
             .supervisors

@@ -85,8 +85,13 @@ pub(crate) async fn supervise(inner: Arc<Inner>, task: Task, stops: Stops) {
         now: now_ms(),
         usage: out.usage,
     };
-    record_end(&inner, finish).await;
+    // The process is over, so its slot is free: the scheduler's next claim can then go
+    // to the store while this end is being recorded, often in the same transaction.
+    // The slot bounds processes; the task stays `running` in the database (its lease
+    // renewed with the node's others) until the end is recorded, and group limits,
+    // kept in the database, count it until then.
     inner.release(id);
+    record_end(&inner, finish).await;
 }
 
 /// Records the end of an attempt, retrying while the database cannot take the write (a
