@@ -86,7 +86,7 @@ pub(crate) async fn supervise(inner: Arc<Inner>, task: Task, stops: Stops) {
         usage: out.usage,
     };
     // The process is over, so its slot is free: the scheduler's next claim can then go
-    // to the store while this end is being recorded, often in the same transaction.
+    // to the store while this end is being recorded (the two may share a transaction).
     // The slot bounds processes; the task stays `running` in the database (its lease
     // renewed with the node's others) until the end is recorded, and group limits,
     // kept in the database, count it until then.
