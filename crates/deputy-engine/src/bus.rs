@@ -68,15 +68,20 @@ impl EventBus {
                             break;
                         }
                     };
-                    if events.is_empty() {
-                        break;
-                    }
+                    // A short page is the log's end as of this read. A commit after it
+                    // has left a wake-up behind (`wait_committed` keeps one), so there is
+                    // no need to read again to see nothing: that read would be one per
+                    // commit, on PostgreSQL a round trip each.
+                    let at_end = events.len() < PAGE as usize;
                     metrics.events.inc_by(events.len() as u64);
                     for e in events {
                         published.store(e.seq, Ordering::Release);
                         // No receivers is fine: nobody is listening right now.
                         let json = serde_json::to_string(&e).unwrap_or_else(|_| "{}".into());
                         let _ = tx.send(Arc::new(Published { event: e, json }));
+                    }
+                    if at_end {
+                        break;
                     }
                 }
             }

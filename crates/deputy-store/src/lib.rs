@@ -3,9 +3,8 @@
 //!
 //! Invariants every implementation keeps:
 //! - A status change is one transaction: a compare-and-set on the current status and
-//!   attempt, the change's events, the group's running counter, and (when a task ends
-//!   for good) its dependents' updates. A lost race returns [`StoreError::Conflict`] and
-//!   changes nothing.
+//!   attempt, the change's events, and (when a task ends for good) its dependents'
+//!   updates. A lost race returns [`StoreError::Conflict`] and changes nothing.
 //! - Events are appended with a strictly increasing `seq` and announced (through
 //!   [`Store::wait_committed`]) only after their transaction committed.
 //! - Only this crate knows SQL.

@@ -1109,7 +1109,10 @@ async fn ends_recorded_together_are_each_their_own_compare_and_set(s: Arc<dyn St
     }
     let groups = s.groups().await.unwrap();
     let default = groups.iter().find(|g| g.name == "default").unwrap();
-    assert_eq!(default.running, 0, "the group counter came back down");
+    assert_eq!(
+        default.running, 0,
+        "no task of the group is counted as running"
+    );
 }
 
 /// A batch mixing plain tasks (inserted together) with keyed, dependent and idempotent

@@ -1,6 +1,6 @@
 //! Every write to task state. Each function runs inside the caller's transaction; the
 //! status changes all go through [`apply`], the compare-and-set that checks the core
-//! state machine, writes the row, keeps the group counter and appends the event.
+//! state machine, writes the row and appends the event.
 
 use std::collections::HashMap;
 
@@ -125,10 +125,6 @@ async fn apply(conn: &mut Conn, cur: &Task, to: Status, mv: Move, now: Millis) -
         });
     }
     if cur.status == Status::Running {
-        query("UPDATE groups SET running = running - 1 WHERE name = ?")
-            .bind(&t.spec.group)
-            .execute(conn)
-            .await?;
         query("UPDATE attempts SET status = ?, finished_at = ?, exit_code = ?, signal = ?, reason = ?,
                  usage = ?
              WHERE task_id = ? AND number = ?")
@@ -148,10 +144,6 @@ async fn apply(conn: &mut Conn, cur: &Task, to: Status, mv: Move, now: Millis) -
         }
     }
     if to == Status::Running {
-        query("UPDATE groups SET running = running + 1 WHERE name = ?")
-            .bind(&t.spec.group)
-            .execute(conn)
-            .await?;
         query(
             "INSERT INTO attempts (task_id, number, status, node, started_at) VALUES (?, ?, 'running', ?, ?)",
         )
@@ -655,16 +647,15 @@ pub(super) async fn claim_batch(
     if max == 0 {
         return Ok(Vec::new());
     }
-    let queue_paused: String = query("SELECT value FROM settings WHERE key = 'queue_paused'")
-        .scalar(conn)
-        .await?;
-    if queue_paused == "1" {
-        return Ok(Vec::new());
-    }
-    let open: Vec<(String, Option<i64>, i64)> = query(
-        "SELECT name, parallel, running FROM groups
-         WHERE paused = 0 AND (parallel IS NULL OR running < parallel)",
-    )
+    // The groups that may start tasks (none while the whole queue is paused), with the
+    // tasks running in each one that has a limit: one statement, as every round trip
+    // counts on PostgreSQL.
+    let open: Vec<(String, Option<i64>, i64)> = query(&format!(
+        "SELECT name, parallel, CASE WHEN parallel IS NULL THEN 0 ELSE {} END AS running
+         FROM groups
+         WHERE paused = 0 AND (SELECT value FROM settings WHERE key = 'queue_paused') = '0'",
+        rows::RUNNING_IN_GROUP
+    ))
     .fetch_as(conn)
     .await?;
     let mut candidates: Vec<(i64, i64, Task)> = Vec::new();
@@ -719,18 +710,6 @@ pub(super) async fn claim_batch(
             expected: "queued".into(),
             actual: Status::Running,
         });
-    }
-
-    let mut per_group: HashMap<&str, i64> = HashMap::new();
-    for t in &claimed {
-        *per_group.entry(t.spec.group.as_str()).or_default() += 1;
-    }
-    for (group, n) in per_group {
-        query("UPDATE groups SET running = running + ? WHERE name = ?")
-            .bind(n)
-            .bind(group)
-            .execute(conn)
-            .await?;
     }
 
     let mut q = query("INSERT INTO attempts (task_id, number, status, node, started_at) VALUES ");
@@ -855,28 +834,29 @@ pub(super) async fn finish(conn: &mut Conn, f: Finish) -> Result<Task> {
 /// whose task is no longer `running` at that attempt gets its own `Conflict` and changes
 /// nothing, the others commit. The common end (a final outcome, no dependents, no model
 /// calls to close) of all of them takes a fixed handful of statements: one read of the
-/// rows, one of their dependents, one `UPDATE … FROM (VALUES …)` of the tasks and one of
-/// their attempts, the group counters, and one insert of their events. Any other end (a
+/// rows (each with whether it has dependents), one `UPDATE … FROM (VALUES …)` of the tasks and one of
+/// their attempts, and one insert of their events. Any other end (a
 /// retry to schedule, dependents to settle, an agent's trace to close) goes through
 /// [`finish`], one at a time. Results are in the order of `finishes`; an `Err` of the
 /// whole call is a database failure.
 pub(super) async fn finish_many(conn: &mut Conn, finishes: &[Finish]) -> Result<Vec<Result<Task>>> {
+    // The rows, each with whether any task depends on it, in one statement.
     let mut q = query(&format!(
-        "SELECT {} FROM tasks WHERE id IN (",
+        "SELECT {}, EXISTS (SELECT 1 FROM task_deps d WHERE d.depends_on = tasks.id) AS has_dependents
+         FROM tasks WHERE id IN (",
         rows::TASK_COLUMNS
     ));
     q.push_list(finishes.iter().map(|f| f.id.to_string()))
         .push(")");
     let mut current: HashMap<TaskId, Task> = HashMap::new();
+    let mut with_dependents = std::collections::HashSet::new();
     for row in q.fetch_all(conn).await? {
         let t = rows::task_from_row(&row)?;
+        if row.get::<i64>("has_dependents")? != 0 {
+            with_dependents.insert(t.id);
+        }
         current.insert(t.id, t);
     }
-    let mut q = query("SELECT DISTINCT depends_on FROM task_deps WHERE depends_on IN (");
-    q.push_list(finishes.iter().map(|f| f.id.to_string()))
-        .push(")");
-    let with_dependents: std::collections::HashSet<String> =
-        q.scalars::<String>(conn).await?.into_iter().collect();
 
     let mut results: Vec<Option<Result<Task>>> = finishes.iter().map(|_| None).collect();
     // (index, the task as it was)
@@ -905,7 +885,7 @@ pub(super) async fn finish_many(conn: &mut Conn, finishes: &[Finish]) -> Result<
         }
         let retries = f.retry_at.is_some() && f.status.is_retryable_outcome();
         let agent = matches!(cur.spec.kind, deputy_core::TaskKind::Agent { .. });
-        if retries || agent || with_dependents.contains(&f.id.to_string()) {
+        if retries || agent || with_dependents.contains(&f.id) {
             one_by_one.push(i);
         } else {
             simple.push((i, cur.clone()));
@@ -935,17 +915,6 @@ pub(super) async fn finish_many(conn: &mut Conn, finishes: &[Finish]) -> Result<
                 "{changed} of {} attempt ends applied; nothing was recorded",
                 simple.len()
             )));
-        }
-        let mut per_group: HashMap<&str, i64> = HashMap::new();
-        for (_, cur) in &simple {
-            *per_group.entry(cur.spec.group.as_str()).or_default() += 1;
-        }
-        for (group, n) in per_group {
-            query("UPDATE groups SET running = running - ? WHERE name = ?")
-                .bind(n)
-                .bind(group)
-                .execute(conn)
-                .await?;
         }
         let mut q = query(
             "UPDATE attempts SET status = v.column3, finished_at = v.column4, exit_code = v.column5,
@@ -1158,11 +1127,14 @@ pub(super) async fn promote_due(conn: &mut Conn, now: Millis) -> Result<u64> {
 }
 
 async fn load_group(conn: &mut Conn, name: &str) -> Result<Group> {
-    let row = query("SELECT name, parallel, paused, running FROM groups WHERE name = ?")
-        .bind(name)
-        .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| StoreError::UnknownGroup(name.to_string()))?;
+    let row = query(&format!(
+        "SELECT name, parallel, paused, {} AS running FROM groups WHERE name = ?",
+        rows::RUNNING_IN_GROUP
+    ))
+    .bind(name)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| StoreError::UnknownGroup(name.to_string()))?;
     rows::group_from_row(&row)
 }
 
@@ -1173,7 +1145,7 @@ pub(super) async fn add_group(
     now: Millis,
 ) -> Result<Group> {
     deputy_core::limits::check_group_name(name).map_err(StoreError::Invalid)?;
-    let r = query("INSERT INTO groups (name, parallel, paused, running, created_at) VALUES (?, ?, 0, 0, ?) ON CONFLICT DO NOTHING")
+    let r = query("INSERT INTO groups (name, parallel, paused, created_at) VALUES (?, ?, 0, ?) ON CONFLICT DO NOTHING")
         .bind(name)
         .bind(parallel.map(i64::from))
         .bind(now)

@@ -461,7 +461,6 @@ async fn commit_batch(
 
 /// Opens the batch's transaction and takes the backend's write lock.
 async fn begin(conn: &mut Conn) -> Result<()> {
-    query(dialect::BEGIN_WRITE).execute(conn).await?;
     dialect::begin_write(conn).await
 }
 
@@ -486,10 +485,7 @@ async fn run_each(conn: &mut Conn, batch: &mut [Box<dyn PendingWrite>]) -> Resul
 }
 
 async fn finish(conn: &mut Conn, announces: bool) -> Result<()> {
-    if announces {
-        dialect::before_commit(conn).await?;
-    }
-    query("COMMIT").execute(conn).await?;
+    dialect::commit(conn, announces).await?;
     dialect::after_commit(conn);
     Ok(())
 }

@@ -19,6 +19,13 @@ impl PgConn {
     pub fn new(conn: PoolConnection<Postgres>) -> Self {
         Self { conn }
     }
+
+    /// Runs fixed SQL (no parameters, possibly several statements) in one round trip,
+    /// over the simple query protocol.
+    pub async fn simple(&mut self, sql: &'static str) -> Result<()> {
+        sqlx::raw_sql(sql).execute(&mut *self.conn).await?;
+        Ok(())
+    }
 }
 
 /// The shared SQL is written with `?` placeholders; PostgreSQL numbers them: `?` ->

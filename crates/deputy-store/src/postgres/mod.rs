@@ -3,10 +3,11 @@
 //! - Every write transaction takes one advisory lock (`pg_advisory_xact_lock`) first.
 //!   It serializes the transactions that change tasks or append events, across every
 //!   node: event sequence numbers then commit in order (a reader of "events after N"
-//!   never misses one that commits later), and the claim transaction's read of a
-//!   group's running counter and its update cannot interleave with another node's,
-//!   so group limits hold cluster-wide. The lock is held for one short transaction
-//!   (milliseconds), never while a task runs.
+//!   never misses one that commits later), and a claim's count of a group's running
+//!   tasks and its own claims cannot interleave with another node's, so group limits
+//!   hold cluster-wide. The lock is held for one short transaction (milliseconds),
+//!   never while a task runs. Taking it and opening the transaction is one round trip,
+//!   as are notifying and committing.
 //! - Each commit sends `NOTIFY deputy_events`; every node LISTENs and wakes its event
 //!   bus, so any node's streams follow any node's tasks live.
 
@@ -70,17 +71,12 @@ mod dialect {
         Ok(())
     }
 
-    pub const BEGIN_WRITE: &str = "BEGIN";
-
-    /// Any fixed key: all deputy write transactions share it.
-    const WRITE_LOCK: i64 = 0x6465_7075_7479; // "deputy"
-
+    /// Opens a write transaction and takes the write lock, in one round trip. The lock's
+    /// key is any fixed number all deputy write transactions share: 0x6465_7075_7479,
+    /// "deputy" in ASCII.
     pub async fn begin_write(conn: &mut Conn) -> crate::Result<()> {
-        query("SELECT pg_advisory_xact_lock(?)")
-            .bind(WRITE_LOCK)
-            .execute(conn)
-            .await?;
-        Ok(())
+        conn.simple("BEGIN; SELECT pg_advisory_xact_lock(110386841220217)")
+            .await
     }
 
     /// Event numbers are one past the highest stored (migration 0005); before events are
@@ -92,15 +88,19 @@ mod dialect {
         Ok(())
     }
 
-    /// Delivered to every listener when (and only if) the transaction commits.
     /// PostgreSQL checkpoints by itself.
     pub fn after_commit(_conn: &mut Conn) {}
 
-    pub async fn before_commit(conn: &mut Conn) -> crate::Result<()> {
-        query("SELECT pg_notify('deputy_events', '')")
-            .execute(conn)
-            .await?;
-        Ok(())
+    /// Commits the open transaction, in one round trip. With `announces`, it first
+    /// notifies the other nodes, which PostgreSQL delivers when (and only if) the
+    /// transaction commits.
+    pub async fn commit(conn: &mut Conn, announces: bool) -> crate::Result<()> {
+        if announces {
+            conn.simple("SELECT pg_notify('deputy_events', ''); COMMIT")
+                .await
+        } else {
+            query("COMMIT").execute(conn).await.map(drop)
+        }
     }
 
     /// The best queued tasks of one group, up to its free slots; rows another node is
@@ -149,6 +149,10 @@ impl PgStore {
             (
                 "drop_tasks_ready",
                 include_str!("../../migrations/postgres/0006_drop_tasks_ready.sql"),
+            ),
+            (
+                "drop_groups_running",
+                include_str!("../../migrations/postgres/0007_drop_groups_running.sql"),
             ),
         ])
         .run(&pool)

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{OpenFlags, ToSql};
@@ -84,9 +84,12 @@ impl SqliteConn {
     }
 
     fn run_now(&mut self, sql: &str, args: Vec<Value>) -> Result<u64> {
+        let started = Instant::now();
         let mut stmt = self.conn.prepare_cached(sql)?;
         bind_all(&mut stmt, &args)?;
-        Ok(stmt.raw_execute()? as u64)
+        let changed = stmt.raw_execute()? as u64;
+        trace_statement(sql, started);
+        Ok(changed)
     }
 
     fn each_now(
@@ -95,6 +98,7 @@ impl SqliteConn {
         args: Vec<Value>,
         each: &mut (dyn FnMut(Row) -> Result<bool> + Send),
     ) -> Result<()> {
+        let started = Instant::now();
         let mut stmt = self.conn.prepare_cached(sql)?;
         bind_all(&mut stmt, &args)?;
         let names: Arc<[String]> = stmt
@@ -119,8 +123,20 @@ impl SqliteConn {
                 break;
             }
         }
+        trace_statement(sql, started);
         Ok(())
     }
+}
+
+/// Each statement's time, for finding where a write's time goes
+/// (`DEPUTY_LOG=deputy_store::sql=trace`; sqlx logs PostgreSQL's statements the same
+/// way under `sqlx::query`). Off, it costs a clock read.
+fn trace_statement(sql: &str, started: Instant) {
+    tracing::trace!(
+        target: "deputy_store::sql",
+        elapsed_us = started.elapsed().as_micros() as u64,
+        sql = sql.get(..60).unwrap_or(sql),
+    );
 }
 
 fn bind_all(stmt: &mut rusqlite::CachedStatement<'_>, args: &[Value]) -> Result<()> {

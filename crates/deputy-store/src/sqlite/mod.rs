@@ -57,6 +57,7 @@ const READERS: usize = 3;
 mod dialect {
     pub use super::conn::SqliteConn as Conn;
     pub use super::threads::Readers;
+    use crate::sql::query;
     pub const NAME: &str = "SqliteStore";
     pub const OCTET_LENGTH: &str = "length";
     /// `status` in a condition that must not pick the index: unary `+` keeps SQLite's
@@ -77,12 +78,11 @@ mod dialect {
         })
     }
 
-    /// Takes the write lock at once, so a transaction never fails to upgrade to one.
-    pub const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
-
-    /// One writer connection already serializes transactions: nothing more to lock.
-    pub async fn begin_write(_conn: &mut Conn) -> crate::Result<()> {
-        Ok(())
+    /// Opens a write transaction. `IMMEDIATE` takes the write lock at once, so a
+    /// transaction never fails to upgrade to one; one writer connection already
+    /// serializes transactions, so nothing more is locked.
+    pub async fn begin_write(conn: &mut Conn) -> crate::Result<()> {
+        query("BEGIN IMMEDIATE").execute(conn).await.map(drop)
     }
 
     /// `AUTOINCREMENT` never hands out a deleted number again; nothing to do.
@@ -90,8 +90,9 @@ mod dialect {
         Ok(())
     }
 
-    pub async fn before_commit(_conn: &mut Conn) -> crate::Result<()> {
-        Ok(())
+    /// Commits the open transaction (the bus learns of new events from the writer).
+    pub async fn commit(conn: &mut Conn, _announces: bool) -> crate::Result<()> {
+        query("COMMIT").execute(conn).await.map(drop)
     }
 
     /// The WAL grew: the checkpoint thread copies it into the database file.
@@ -139,6 +140,10 @@ impl SqliteStore {
             (
                 "drop_tasks_ready",
                 include_str!("../../migrations/sqlite/0005_drop_tasks_ready.sql"),
+            ),
+            (
+                "drop_groups_running",
+                include_str!("../../migrations/sqlite/0006_drop_groups_running.sql"),
             ),
         ])
         .run(&mut migrating)
