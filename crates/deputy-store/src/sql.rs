@@ -218,8 +218,22 @@ tuple_from_row!(A 0, B 1, C 2);
 tuple_from_row!(A 0, B 1, C 2, D 3);
 tuple_from_row!(A 0, B 1, C 2, D 3, E 4);
 
+/// An event row a write has deferred: appended, with its `seq`, only when the writer
+/// flushes (`backend::tasks::flush_events`), so that on PostgreSQL the lock that orders
+/// event numbers is held from then to the commit, not for the whole transaction.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub task: Option<String>,
+    pub kind: &'static str,
+    pub payload: String,
+    pub at: i64,
+}
+
 /// A connection that runs statements: the backend's half of this layer.
 pub trait Exec: Send {
+    /// The events deferred in the open transaction, in order.
+    fn deferred_events(&mut self) -> &mut Vec<EventRow>;
+
     /// Runs a statement that returns no rows; the number of rows it changed.
     fn run(&mut self, sql: &str, args: Vec<Value>) -> impl Future<Output = Result<u64>> + Send;
 

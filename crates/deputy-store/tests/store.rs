@@ -1212,3 +1212,216 @@ async fn a_mixed_batch_is_stored_in_order_with_its_labels_events_and_edges(s: Ar
         assert_eq!(created, 1, "{}", sub.task.spec.title());
     }
 }
+
+/// Two nodes on one PostgreSQL database, each claiming and ending tasks as fast as it
+/// can, their claims and plain ends in shared transactions side by side: every task is
+/// claimed once per attempt, a group's limit holds across both, ends with dependents or
+/// retries still settle them, and a follower reading the log while they commit sees
+/// every event, in order, with no gap (so events commit in `seq` order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_sharing_transactions_claim_once_keep_limits_and_commit_events_in_order() {
+    use deputy_core::submit::{DepInput, DepTarget};
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    let Some(first) = Backend::postgres().await else {
+        return;
+    };
+    let (_, schema) = first.pg_schema.clone().unwrap();
+    let opts: PgConnectOptions = std::env::var(PG_ENV)
+        .unwrap()
+        .parse::<PgConnectOptions>()
+        .unwrap()
+        .options([("search_path", schema.as_str())]);
+    let second: Arc<dyn Store> = Arc::new(PgStore::open_with(opts).await.unwrap());
+    let nodes = [first.store.clone(), second.clone()];
+    const LIMIT: u32 = 3;
+    nodes[0].add_group("limited", Some(LIMIT), 1).await.unwrap();
+
+    // 200 plain tasks, half of them in the limited group; 20 that fail once and are
+    // retried; 20 that wait for one of the plain ones.
+    let dep = |key: String| DepInput {
+        target: DepTarget::Key(key),
+        mode: deputy_core::DepMode::Success,
+    };
+    let mut batch = Vec::new();
+    for i in 0..200 {
+        batch.push(valid("plain", |t| {
+            t.key = Some(format!("p{i}"));
+            if i % 2 == 0 {
+                t.group = Some("limited".into());
+            }
+        }));
+    }
+    for i in 0..20 {
+        batch.push(valid("retried", |t| {
+            t.name = Some(format!("retried-{i}"));
+            t.max_attempts = Some(2);
+        }));
+        batch.push(valid("dependent", |t| {
+            t.depends_on = vec![dep(format!("p{i}"))]
+        }));
+    }
+    let total = batch.len();
+    nodes[0].submit(batch, 2).await.unwrap();
+
+    let done = Arc::new(AtomicBool::new(false));
+    let follower = {
+        let s = nodes[1].clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut last = s.last_event_seq().await.unwrap();
+            let mut seen = 0usize;
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                loop {
+                    let page = s.events_after(last, 256, None).await.unwrap();
+                    if page.is_empty() {
+                        break;
+                    }
+                    for e in page {
+                        assert_eq!(e.seq, last + 1, "the follower saw a gap or a reorder");
+                        last = e.seq;
+                        seen += 1;
+                    }
+                }
+                if finished {
+                    return seen;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(100), s.wait_committed()).await;
+            }
+        })
+    };
+
+    let workers: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(n, s)| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let node = NodeId(format!("node-{n}"));
+                let mut idle_rounds = 0;
+                loop {
+                    let claimed = s.claim_batch(&node, 30_000, 3, 8).await.unwrap();
+                    if claimed.is_empty() {
+                        let open = s
+                            .status_counts()
+                            .await
+                            .unwrap()
+                            .by_status
+                            .iter()
+                            .filter(|(st, _)| !st.is_terminal())
+                            .map(|(_, n)| *n)
+                            .sum::<u64>();
+                        if open == 0 {
+                            return;
+                        }
+                        idle_rounds += 1;
+                        assert!(
+                            idle_rounds < 600,
+                            "the queue stopped moving with {open} open"
+                        );
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(100), s.wait_committed())
+                                .await;
+                        continue;
+                    }
+                    idle_rounds = 0;
+                    let ends = claimed.iter().map(|t| {
+                        let fails = t
+                            .spec
+                            .name
+                            .as_deref()
+                            .is_some_and(|n| n.starts_with("retried"))
+                            && t.attempt == 1;
+                        let f = if fails {
+                            finish(t, Status::Failed, Some(0))
+                        } else {
+                            finish(t, Status::Succeeded, None)
+                        };
+                        s.finish(f)
+                    });
+                    for r in futures_util::future::join_all(ends).await {
+                        r.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        tokio::time::timeout(Duration::from_secs(120), w)
+            .await
+            .expect("the nodes did not drain the queue")
+            .unwrap();
+    }
+    done.store(true, Ordering::Release);
+    let followed = tokio::time::timeout(Duration::from_secs(30), follower)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let log = nodes[0].events_after(0, 100_000, None).await.unwrap();
+    for (i, e) in log.iter().enumerate() {
+        assert_eq!(e.seq, i as i64 + 1, "the stored log has a gap");
+    }
+    assert!(followed > 0);
+    let mut running_limited = 0i64;
+    let mut peak = 0;
+    let mut claims: HashMap<(deputy_core::TaskId, u32), usize> = HashMap::new();
+    let mut limited = std::collections::HashSet::new();
+    for t in nodes[0]
+        .list(&deputy_store::ListQuery {
+            group: Some("limited".into()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tasks
+    {
+        limited.insert(t.id);
+    }
+    assert_eq!(limited.len(), 100);
+    for e in &log {
+        if let (
+            EventBody::TaskStatus {
+                from, to, attempt, ..
+            },
+            Some(id),
+        ) = (&e.body, e.task)
+        {
+            if *to == Status::Running {
+                *claims.entry((id, *attempt)).or_default() += 1;
+            }
+            if limited.contains(&id) {
+                if *to == Status::Running {
+                    running_limited += 1;
+                } else if *from == Status::Running {
+                    running_limited -= 1;
+                }
+                peak = peak.max(running_limited);
+            }
+        }
+    }
+    assert!(
+        claims.values().all(|&n| n == 1),
+        "an attempt was claimed twice"
+    );
+    assert!(
+        peak <= i64::from(LIMIT),
+        "the limited group ran {peak} at once"
+    );
+    assert_eq!(peak, i64::from(LIMIT), "the limited group never filled up");
+    let counts = nodes[0].status_counts().await.unwrap().by_status;
+    let succeeded = counts
+        .iter()
+        .find(|(s, _)| *s == Status::Succeeded)
+        .map_or(0, |(_, n)| *n);
+    assert_eq!(
+        succeeded as usize, total,
+        "every task succeeded: {counts:?}"
+    );
+    second.close().await;
+    first.cleanup().await;
+}

@@ -133,7 +133,7 @@ impl Store for DbStore {
         }
         let node = node.clone();
         self.writer
-            .write(WriteKind::Announces, move |c| {
+            .write(WriteKind::Shares, move |c| {
                 let node = node.clone();
                 Box::pin(async move { tasks::claim_batch(c, &node, lease_ms, now, max).await })
             })

@@ -12,7 +12,7 @@ use deputy_core::{DepMode, Dependency, NodeId, Status, Task, TaskId};
 
 use super::dialect::Conn;
 use super::rows::{self, load_row, load_task};
-use crate::sql::{Bind, Query, query};
+use crate::sql::{Bind, EventRow, Exec, Query, query};
 use crate::{CancelOutcome, Finish, Group, Result, StoreError, Submitted};
 
 pub(super) async fn append_event(
@@ -30,6 +30,49 @@ pub(super) async fn append_event(
             .scalar(conn)
             .await?;
     Ok(seq)
+}
+
+/// Defers an event to the writer's flush ([`flush_events`]): what the writes that may
+/// share a transaction with other nodes' (claims, plain ends) use instead of
+/// [`append_event`]. Its `seq` is not known until then, so only events nothing in the
+/// transaction refers to are deferred.
+fn defer_event(conn: &mut Conn, task: TaskId, body: &EventBody, now: Millis) {
+    conn.deferred_events().push(EventRow {
+        task: Some(task.to_string()),
+        kind: body.type_name(),
+        payload: body.payload().to_string(),
+        at: now,
+    });
+}
+
+/// Rows per statement when flushing: 4 values each, well under either backend's limit
+/// on bound values.
+const FLUSH_ROWS: usize = 1000;
+
+/// Appends the deferred events, in the order they were deferred. With `lock_seq` it
+/// first takes the backend's event-order lock (`dialect::lock_event_seq`), held until
+/// the commit. Returns how many were appended.
+pub(super) async fn flush_events(conn: &mut Conn, lock_seq: bool) -> Result<usize> {
+    let rows = std::mem::take(conn.deferred_events());
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    if lock_seq {
+        super::dialect::lock_event_seq(conn).await?;
+    }
+    for chunk in rows.chunks(FLUSH_ROWS) {
+        let mut q = query("INSERT INTO events (task_id, type, payload, at) VALUES ");
+        q.push_rows(chunk, |e| {
+            vec![
+                e.task.clone().value(),
+                e.kind.value(),
+                e.payload.clone().value(),
+                e.at.value(),
+            ]
+        });
+        q.execute(conn).await?;
+    }
+    Ok(rows.len())
 }
 
 /// One status change, described by what it sets besides the status.
@@ -653,13 +696,27 @@ pub(super) async fn claim_batch(
     let open: Vec<(String, Option<i64>, i64)> = query(&format!(
         "SELECT name, parallel, CASE WHEN parallel IS NULL THEN 0 ELSE {} END AS running
          FROM groups
-         WHERE paused = 0 AND (SELECT value FROM settings WHERE key = 'queue_paused') = '0'",
+         WHERE paused = 0 AND (SELECT value FROM settings WHERE key = 'queue_paused') = '0'
+         ORDER BY name",
         rows::RUNNING_IN_GROUP
     ))
     .fetch_as(conn)
     .await?;
     let mut candidates: Vec<(i64, i64, Task)> = Vec::new();
-    for (group, parallel, running) in open {
+    for (group, parallel, mut running) in open {
+        if parallel.is_some() && super::dialect::CONCURRENT_WRITERS {
+            // Another node's claim from this group may be committing now: take turns on
+            // the group's row (in name order, so two claims never wait on each other),
+            // then count again, seeing every claim committed before.
+            super::dialect::lock_group(conn, &group).await?;
+            running = query(&format!(
+                "SELECT {} FROM groups WHERE name = ?",
+                rows::RUNNING_IN_GROUP
+            ))
+            .bind(&group)
+            .scalar(conn)
+            .await?;
+        }
         let room = parallel
             .map_or(max, |p| (p - running).max(0) as usize)
             .min(max);
@@ -724,8 +781,7 @@ pub(super) async fn claim_batch(
     });
     q.execute(conn).await?;
 
-    let mut q = query("INSERT INTO events (task_id, type, payload, at) VALUES ");
-    q.push_rows(&claimed, |t| {
+    for t in &claimed {
         let body = EventBody::TaskStatus {
             from: Status::Queued,
             to: Status::Running,
@@ -735,14 +791,8 @@ pub(super) async fn claim_batch(
             signal: None,
             run_at: None,
         };
-        vec![
-            t.id.to_string().value(),
-            body.type_name().value(),
-            body.payload().to_string().value(),
-            now.value(),
-        ]
-    });
-    q.execute(conn).await?;
+        defer_event(conn, t.id, &body, now);
+    }
     Ok(claimed)
 }
 
@@ -837,9 +887,16 @@ pub(super) async fn finish(conn: &mut Conn, f: Finish) -> Result<Task> {
 /// rows (each with whether it has dependents), one `UPDATE … FROM (VALUES …)` of the tasks and one of
 /// their attempts, and one insert of their events. Any other end (a
 /// retry to schedule, dependents to settle, an agent's trace to close) goes through
-/// [`finish`], one at a time. Results are in the order of `finishes`; an `Err` of the
+/// [`finish`], one at a time, and only with `settle`: without it (a transaction that
+/// may run beside other nodes', which must not touch dependents or schedule retries)
+/// such an end is left unrecorded, its result `None`. The plain ends' events are
+/// deferred ([`defer_event`]). Results are in the order of `finishes`; an `Err` of the
 /// whole call is a database failure.
-pub(super) async fn finish_many(conn: &mut Conn, finishes: &[Finish]) -> Result<Vec<Result<Task>>> {
+pub(super) async fn finish_many(
+    conn: &mut Conn,
+    finishes: &[Finish],
+    settle: bool,
+) -> Result<Vec<Option<Result<Task>>>> {
     // The rows, each with whether any task depends on it, in one statement.
     let mut q = query(&format!(
         "SELECT {}, EXISTS (SELECT 1 FROM task_deps d WHERE d.depends_on = tasks.id) AS has_dependents
@@ -944,52 +1001,34 @@ pub(super) async fn finish_many(conn: &mut Conn, finishes: &[Finish]) -> Result<
         }
         // Each task's status change, then its end, in the order the ends were given:
         // the same events, in the same order, as one `finish` after another.
-        let mut q = query("INSERT INTO events (task_id, type, payload, at) VALUES ");
-        q.push_rows(
-            ended.iter().flat_map(|(_, t)| {
-                let f_now = t.updated_at;
-                [
-                    (
-                        t.id,
-                        EventBody::TaskStatus {
-                            from: Status::Running,
-                            to: t.status,
-                            attempt: t.attempt,
-                            reason: t.reason.clone(),
-                            exit_code: t.exit_code,
-                            signal: t.signal,
-                            run_at: None,
-                        },
-                        f_now,
-                    ),
-                    (
-                        t.id,
-                        EventBody::TaskFinished {
-                            status: t.status,
-                            attempt: t.attempt,
-                            exit_code: t.exit_code,
-                            reason: t.reason.clone(),
-                        },
-                        f_now,
-                    ),
-                ]
-            }),
-            |(id, body, at)| {
-                vec![
-                    id.to_string().value(),
-                    body.type_name().value(),
-                    body.payload().to_string().value(),
-                    at.value(),
-                ]
-            },
-        );
-        q.execute(conn).await?;
+        for (_, t) in &ended {
+            let status = EventBody::TaskStatus {
+                from: Status::Running,
+                to: t.status,
+                attempt: t.attempt,
+                reason: t.reason.clone(),
+                exit_code: t.exit_code,
+                signal: t.signal,
+                run_at: None,
+            };
+            defer_event(conn, t.id, &status, t.updated_at);
+            let finished = EventBody::TaskFinished {
+                status: t.status,
+                attempt: t.attempt,
+                exit_code: t.exit_code,
+                reason: t.reason.clone(),
+            };
+            defer_event(conn, t.id, &finished, t.updated_at);
+        }
         for (i, t) in ended {
             results[i] = Some(Ok(t));
         }
     }
 
     for i in one_by_one {
+        if !settle {
+            continue;
+        }
         // In a savepoint of its own: a failure part way must not keep its first changes.
         query("SAVEPOINT finish").execute(conn).await?;
         let r = finish(conn, finishes[i].clone()).await;
@@ -1008,10 +1047,7 @@ pub(super) async fn finish_many(conn: &mut Conn, finishes: &[Finish]) -> Result<
             actual: now.status,
         }));
     }
-    Ok(results
-        .into_iter()
-        .map(|r| r.expect("every end has a result"))
-        .collect())
+    Ok(results)
 }
 
 /// (id, attempt, status, now, exit code, signal, reason, usage) of one attempt's end.

@@ -20,6 +20,20 @@
 //! is too, where a sequence would not be (it also keeps a daemon killed mid-commit from
 //! leaving a gap).
 //!
+//! Where several nodes write to one database (PostgreSQL), a batch whose every write can
+//! share ([`WriteKind::Shares`]: claims, plain attempt ends, a process group's id) runs
+//! in a *shared* transaction, beside other nodes' shared ones; any other write makes the
+//! batch *exclusive*, alone in the cluster (`dialect::begin_write`). A shared write
+//! defers its events (`tasks::defer_event`), and the batch appends them just before its
+//! commit, under a lock held to the commit (`dialect::lock_event_seq`): shared
+//! transactions overlap in everything but appending and committing, and their events
+//! still commit in `seq` order. An end that must do more than a plain one (a retry, a
+//! dependent to settle, an agent's trace) is left by the shared run and recorded in the
+//! next batch, an exclusive one, before its caller hears back. In an exclusive
+//! transaction (and on SQLite, whose one writer serializes everything) a write's
+//! deferred events are appended right after it, so they keep their place among the
+//! events other writes append directly.
+//!
 //! The writer never waits on anything but the database and its queue; the queue is
 //! bounded, so callers feel back-pressure instead of growing memory.
 
@@ -31,7 +45,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use super::dialect::{self, Conn};
 pub(super) use crate::sql::BoxFuture;
-use crate::sql::query;
+use crate::sql::{Exec, query};
 use crate::{Result, StoreError};
 
 /// Writes waiting for the writer before callers wait to hand theirs over.
@@ -42,10 +56,11 @@ pub(super) const MAX_BATCH: usize = 512;
 
 /// One caller's write, type-erased so writes of any result type share a batch.
 trait PendingWrite: Send + std::any::Any {
-    /// Does the write inside the batch's transaction (again, if the batch is re-run).
+    /// Does the write inside the batch's transaction (again, if the batch is re-run);
+    /// `shared` when the transaction may run beside other nodes' (see the module doc).
     /// Returns false when it failed (its result then holds the error, and its changes
     /// must be rolled back).
-    fn run<'a>(&'a mut self, conn: &'a mut Conn) -> BoxFuture<'a, bool>;
+    fn run<'a>(&'a mut self, conn: &'a mut Conn, shared: bool) -> BoxFuture<'a, bool>;
     /// Hands the result to the caller once the batch's fate is known.
     fn deliver(self: Box<Self>, committed: std::result::Result<(), BatchFailure>);
     /// Whether the write appended events (the bus is woken after the commit if any did).
@@ -53,55 +68,44 @@ trait PendingWrite: Send + std::any::Any {
     /// Whether the write is one statement that takes no lock and appends no event, so
     /// alone in a batch it can run without a transaction around it.
     fn single_statement(&self) -> bool;
+    /// Whether the write may run in a shared transaction: it defers its events and
+    /// changes only rows no other node's shared write can touch.
+    fn shares(&self) -> bool;
+    /// After its batch committed: what a shared run left undone, to run again in an
+    /// exclusive transaction (its callers are answered then).
+    fn take_left(&mut self) -> Option<Box<dyn PendingWrite>> {
+        None
+    }
 }
 
-/// An attempt's end: ends waiting together are recorded together
-/// ([`super::tasks::finish_many`]), each still its own compare-and-set.
-struct FinishWrite {
+/// One attempt's end, waiting for its batch.
+struct FinishMember {
     finish: crate::Finish,
+    /// `None` until recorded (and after a shared run that left it for an exclusive one).
     result: Option<Result<deputy_core::Task>>,
     reply: oneshot::Sender<Result<deputy_core::Task>>,
 }
 
-impl PendingWrite for FinishWrite {
-    fn run<'a>(&'a mut self, conn: &'a mut Conn) -> BoxFuture<'a, bool> {
-        Box::pin(async move {
-            let r = super::tasks::finish(conn, self.finish.clone()).await;
-            let ok = r.is_ok();
-            self.result = Some(r);
-            ok
-        })
-    }
-
-    fn deliver(self: Box<Self>, committed: std::result::Result<(), BatchFailure>) {
-        let _ = self.reply.send(outcome(self.result, committed));
-    }
-
-    fn announces(&self) -> bool {
-        true
-    }
-
-    fn single_statement(&self) -> bool {
-        false
-    }
-}
-
-/// The attempt ends of one batch, run as one write.
+/// Attempt ends, recorded together ([`super::tasks::finish_many`]), each still its own
+/// compare-and-set. Every end is queued as a group of one; a batch's groups are joined.
 struct FinishGroup {
-    members: Vec<FinishWrite>,
+    members: Vec<FinishMember>,
     /// Set when the whole group failed (a database error): every member gets it.
     failed: Option<BatchFailure>,
+    /// Set for the ends a shared run left (a retry to schedule, dependents to settle, an
+    /// agent's trace to close): they need an exclusive transaction.
+    exclusive: bool,
 }
 
 impl PendingWrite for FinishGroup {
-    fn run<'a>(&'a mut self, conn: &'a mut Conn) -> BoxFuture<'a, bool> {
+    fn run<'a>(&'a mut self, conn: &'a mut Conn, shared: bool) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             let finishes: Vec<crate::Finish> =
                 self.members.iter().map(|m| m.finish.clone()).collect();
-            match super::tasks::finish_many(conn, &finishes).await {
+            match super::tasks::finish_many(conn, &finishes, !shared).await {
                 Ok(results) => {
                     for (m, r) in self.members.iter_mut().zip(results) {
-                        m.result = Some(r);
+                        m.result = r;
                     }
                     self.failed = None;
                     true
@@ -120,7 +124,7 @@ impl PendingWrite for FinishGroup {
             None => committed,
         };
         for m in self.members {
-            Box::new(m).deliver(committed.clone());
+            let _ = m.reply.send(outcome(m.result, committed.clone()));
         }
     }
 
@@ -131,41 +135,64 @@ impl PendingWrite for FinishGroup {
     fn single_statement(&self) -> bool {
         false
     }
+
+    fn shares(&self) -> bool {
+        !self.exclusive
+    }
+
+    fn take_left(&mut self) -> Option<Box<dyn PendingWrite>> {
+        if self.failed.is_some() || self.members.iter().all(|m| m.result.is_some()) {
+            return None;
+        }
+        let (left, done) = std::mem::take(&mut self.members)
+            .into_iter()
+            .partition(|m| m.result.is_none());
+        self.members = done;
+        Some(Box::new(FinishGroup {
+            members: left,
+            failed: None,
+            exclusive: true,
+        }))
+    }
 }
 
 /// Joins a batch's attempt ends into one [`FinishGroup`] (in the place of the first), so
 /// they cost a few statements together instead of several each. The writes of a batch
 /// were all waiting at once, so any order of them is one their callers could have seen.
+/// Ends left for an exclusive transaction are kept apart from the others.
 fn group_finishes(batch: Vec<Box<dyn PendingWrite>>) -> Vec<Box<dyn PendingWrite>> {
-    let finishes = batch.iter().filter(|w| is_finish(w.as_ref())).count();
-    if finishes < 2 {
+    let groups = batch.iter().filter(|w| is_finish(w.as_ref())).count();
+    if groups < 2 {
         return batch;
     }
-    let mut out: Vec<Box<dyn PendingWrite>> = Vec::with_capacity(batch.len() - finishes + 1);
-    let mut group_at = None;
-    let mut members = Vec::with_capacity(finishes);
+    let mut out: Vec<Box<dyn PendingWrite>> = Vec::with_capacity(batch.len() - groups + 2);
+    let mut joined: [Option<(usize, FinishGroup)>; 2] = [None, None];
     for w in batch {
         if !is_finish(w.as_ref()) {
             out.push(w);
             continue;
         }
         let any: Box<dyn std::any::Any> = w;
-        let f = any
-            .downcast::<FinishWrite>()
+        let g = any
+            .downcast::<FinishGroup>()
             .unwrap_or_else(|_| unreachable!("checked by is_finish"));
-        group_at.get_or_insert(out.len());
-        members.push(*f);
+        let at = out.len();
+        match &mut joined[usize::from(g.exclusive)] {
+            Some((_, into)) => into.members.extend(g.members),
+            slot @ None => *slot = Some((at, *g)),
+        }
     }
-    let group = Box::new(FinishGroup {
-        members,
-        failed: None,
-    });
-    out.insert(group_at.unwrap_or(0), group);
+    // Inserted from the last place to the first, so the first place stays right.
+    let mut places: Vec<(usize, FinishGroup)> = joined.into_iter().flatten().collect();
+    places.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    for (at, g) in places {
+        out.insert(at, Box::new(g));
+    }
     out
 }
 
 fn is_finish(w: &dyn PendingWrite) -> bool {
-    (w as &dyn std::any::Any).is::<FinishWrite>()
+    (w as &dyn std::any::Any).is::<FinishGroup>()
 }
 
 /// A caller's result once its batch's fate is known.
@@ -196,6 +223,10 @@ struct Write<T> {
 pub(super) enum WriteKind {
     /// Appends events: the bus is woken after the commit.
     Announces,
+    /// Appends events only by deferring them, and changes only rows no other node's
+    /// shared write can touch (its own running tasks, or queued ones it claims with
+    /// `SKIP LOCKED`): may run in a shared transaction.
+    Shares,
     /// Changes rows only.
     Quiet,
     /// One statement that changes rows only (no lock needed, nothing to announce).
@@ -203,7 +234,7 @@ pub(super) enum WriteKind {
 }
 
 impl<T: Send + 'static> PendingWrite for Write<T> {
-    fn run<'a>(&'a mut self, conn: &'a mut Conn) -> BoxFuture<'a, bool> {
+    fn run<'a>(&'a mut self, conn: &'a mut Conn, _shared: bool) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             let r = (self.work)(conn).await;
             let ok = r.is_ok();
@@ -218,11 +249,15 @@ impl<T: Send + 'static> PendingWrite for Write<T> {
     }
 
     fn announces(&self) -> bool {
-        self.kind == WriteKind::Announces
+        matches!(self.kind, WriteKind::Announces | WriteKind::Shares)
     }
 
     fn single_statement(&self) -> bool {
         self.kind == WriteKind::Statement
+    }
+
+    fn shares(&self) -> bool {
+        matches!(self.kind, WriteKind::Shares | WriteKind::Statement)
     }
 }
 
@@ -279,10 +314,14 @@ impl Writer {
     /// then) and returns the task as it now stands, once the batch committed.
     pub(super) async fn finish(&self, finish: crate::Finish) -> Result<deputy_core::Task> {
         let (reply, answer) = oneshot::channel();
-        let pending: Box<dyn PendingWrite> = Box::new(FinishWrite {
-            finish,
-            result: None,
-            reply,
+        let pending: Box<dyn PendingWrite> = Box::new(FinishGroup {
+            members: vec![FinishMember {
+                finish,
+                result: None,
+                reply,
+            }],
+            failed: None,
+            exclusive: false,
         });
         self.queue.send(pending).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
@@ -363,27 +402,33 @@ async fn run(
     mut closing: watch::Receiver<bool>,
     stats: Arc<WriterStats>,
 ) {
+    // What a shared transaction left for an exclusive one: the next batch, at once.
+    let mut left: Vec<Box<dyn PendingWrite>> = Vec::new();
     loop {
-        let first = tokio::select! {
-            w = rx.recv() => w,
-            r = closing.wait_for(|c| *c), if !rx.is_closed() => {
-                // Closing (or the store is gone): take no new writes, finish the queued.
-                let _ = r;
-                rx.close();
-                continue;
-            }
-        };
-        // None: closed and drained, or every handle dropped.
-        let Some(first) = first else { break };
-        let mut batch = Vec::with_capacity(16);
-        batch.push(first);
+        let mut batch = std::mem::take(&mut left);
+        // Writes left by an earlier batch were counted with it.
+        let carried = batch.len();
+        if batch.is_empty() {
+            let first = tokio::select! {
+                w = rx.recv() => w,
+                r = closing.wait_for(|c| *c), if !rx.is_closed() => {
+                    // Closing (or the store is gone): take no new writes, finish the queued.
+                    let _ = r;
+                    rx.close();
+                    continue;
+                }
+            };
+            // None: closed and drained, or every handle dropped.
+            let Some(first) = first else { break };
+            batch.push(first);
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(w) => batch.push(w),
                 Err(_) => break,
             }
         }
-        let writes = batch.len() as u64;
+        let writes = (batch.len() - carried) as u64;
         let mut batch = group_finishes(batch);
         let announces = batch.iter().any(|w| w.announces());
         let mut held = Duration::ZERO;
@@ -402,6 +447,9 @@ async fn run(
         if outcome.is_ok() && announces {
             committed.notify_one();
         }
+        if outcome.is_ok() {
+            left.extend(batch.iter_mut().filter_map(|w| w.take_left()));
+        }
         let outcome = outcome.map_err(|e| BatchFailure::of(&e));
         for w in batch {
             w.deliver(outcome.clone());
@@ -411,7 +459,8 @@ async fn run(
 
 /// Runs every write of the batch in one transaction and commits it: optimistically
 /// first, and with a savepoint per write only when one of them failed. Adds to `held`
-/// the time its transactions held the write lock.
+/// the time its transactions were open once they held the write lock. The transaction
+/// is shared when the backend has writers side by side and every write can share.
 async fn commit_batch(
     conn: &mut Conn,
     batch: &mut [Box<dyn PendingWrite>],
@@ -423,58 +472,78 @@ async fn commit_batch(
     {
         // One statement is atomic by itself: no BEGIN and COMMIT around it.
         let started = Instant::now();
-        only.run(conn).await;
+        only.run(conn, false).await;
         *held += started.elapsed();
         dialect::after_commit(conn);
         return Ok(());
     }
+    let shared = dialect::CONCURRENT_WRITERS && batch.iter().all(|w| w.shares());
     if batch.len() > 1 {
-        begin(conn).await?;
+        dialect::begin_write(conn, shared).await?;
         let locked = Instant::now();
         let mut all_ok = true;
         for w in batch.iter_mut() {
-            if !w.run(conn).await {
+            if !run_write(conn, w.as_mut(), shared).await? {
                 all_ok = false;
                 break;
             }
         }
         if all_ok {
-            let r = finish(conn, announces).await;
+            let r = finish(conn, announces, shared).await;
             *held += locked.elapsed();
             return r;
         }
+        conn.deferred_events().clear();
         let r = query("ROLLBACK").execute(conn).await;
         *held += locked.elapsed();
         r?;
     }
-    begin(conn).await?;
+    dialect::begin_write(conn, shared).await?;
     let locked = Instant::now();
-    let r = run_each(conn, batch).await;
+    let r = run_each(conn, batch, shared).await;
     let r = match r {
-        Ok(true) => finish(conn, announces).await,
-        Ok(false) => query("ROLLBACK").execute(conn).await.map(drop),
+        Ok(true) => finish(conn, announces, shared).await,
+        Ok(false) => {
+            conn.deferred_events().clear();
+            query("ROLLBACK").execute(conn).await.map(drop)
+        }
         Err(e) => Err(e),
     };
     *held += locked.elapsed();
     r
 }
 
-/// Opens the batch's transaction and takes the backend's write lock.
-async fn begin(conn: &mut Conn) -> Result<()> {
-    dialect::begin_write(conn).await
+/// Runs one write. In an exclusive transaction its deferred events are appended right
+/// after it, so they keep their place among events other writes append directly; in a
+/// shared one they wait for the commit ([`finish`]). A failed write's deferred events
+/// are dropped. `Err`: the database failed, which fails the batch.
+async fn run_write(conn: &mut Conn, w: &mut dyn PendingWrite, shared: bool) -> Result<bool> {
+    let before = conn.deferred_events().len();
+    if !w.run(conn, shared).await {
+        conn.deferred_events().truncate(before);
+        return Ok(false);
+    }
+    if !shared {
+        super::tasks::flush_events(conn, false).await?;
+    }
+    Ok(true)
 }
 
 /// Runs the writes in the open transaction, each in its own savepoint when there are
 /// several. Ok(false): the batch was one write and it failed (the transaction must be
 /// rolled back).
-async fn run_each(conn: &mut Conn, batch: &mut [Box<dyn PendingWrite>]) -> Result<bool> {
+async fn run_each(
+    conn: &mut Conn,
+    batch: &mut [Box<dyn PendingWrite>],
+    shared: bool,
+) -> Result<bool> {
     if let [only] = batch {
         // Alone, a write needs no savepoint: its failure rolls back the whole transaction.
-        return Ok(only.run(conn).await);
+        return run_write(conn, only.as_mut(), shared).await;
     }
     for w in batch.iter_mut() {
         query("SAVEPOINT write").execute(conn).await?;
-        if w.run(conn).await {
+        if run_write(conn, w.as_mut(), shared).await? {
             query("RELEASE SAVEPOINT write").execute(conn).await?;
         } else {
             query("ROLLBACK TO SAVEPOINT write").execute(conn).await?;
@@ -484,7 +553,12 @@ async fn run_each(conn: &mut Conn, batch: &mut [Box<dyn PendingWrite>]) -> Resul
     Ok(true)
 }
 
-async fn finish(conn: &mut Conn, announces: bool) -> Result<()> {
+/// Appends a shared transaction's deferred events (taking the event-order lock, held to
+/// the commit) and commits.
+async fn finish(conn: &mut Conn, announces: bool, shared: bool) -> Result<()> {
+    if shared {
+        super::tasks::flush_events(conn, true).await?;
+    }
     dialect::commit(conn, announces).await?;
     dialect::after_commit(conn);
     Ok(())

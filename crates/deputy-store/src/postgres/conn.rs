@@ -9,15 +9,19 @@ use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Column, Postgres, Row as _, TypeInfo};
 
 use crate::Result;
-use crate::sql::{BoxFuture, Exec, Row, Value};
+use crate::sql::{BoxFuture, EventRow, Exec, Row, Value};
 
 pub struct PgConn {
     conn: PoolConnection<Postgres>,
+    deferred: Vec<EventRow>,
 }
 
 impl PgConn {
     pub fn new(conn: PoolConnection<Postgres>) -> Self {
-        Self { conn }
+        Self {
+            conn,
+            deferred: Vec::new(),
+        }
     }
 
     /// Runs fixed SQL (no parameters, possibly several statements) in one round trip,
@@ -102,6 +106,10 @@ fn row_from(r: &PgRow, names: &Arc<[String]>) -> Result<Row> {
 }
 
 impl Exec for PgConn {
+    fn deferred_events(&mut self) -> &mut Vec<EventRow> {
+        &mut self.deferred
+    }
+
     async fn run(&mut self, sql: &str, args: Vec<Value>) -> Result<u64> {
         Ok(build(sql, args)
             .execute(&mut *self.conn)

@@ -1,13 +1,17 @@
 //! The shared store on PostgreSQL, for several deputy nodes on one queue.
 //!
-//! - Every write transaction takes one advisory lock (`pg_advisory_xact_lock`) first.
-//!   It serializes the transactions that change tasks or append events, across every
-//!   node: event sequence numbers then commit in order (a reader of "events after N"
-//!   never misses one that commits later), and a claim's count of a group's running
-//!   tasks and its own claims cannot interleave with another node's, so group limits
-//!   hold cluster-wide. The lock is held for one short transaction (milliseconds),
-//!   never while a task runs. Taking it and opening the transaction is one round trip,
-//!   as are notifying and committing.
+//! - Every write transaction takes one advisory lock (the write lock) first, shared or
+//!   exclusive (see `backend/writer.rs`). Exclusive transactions (submits, cancels,
+//!   retries, recovery, anything that settles dependents) run alone in the cluster.
+//!   Shared ones (claims and plain attempt ends, which touch only rows no other node's
+//!   shared write can) run side by side, so a second node adds throughput. They append
+//!   their events last, under a second lock held to the commit, so event sequence
+//!   numbers commit in order (a reader of "events after N" never misses one that commits
+//!   later). A claim from a group with a limit locks the group's row and counts its
+//!   running tasks after, so two nodes' claims take turns and limits hold cluster-wide.
+//!   Locks are held for one short transaction (milliseconds), never while a task runs.
+//!   Opening the transaction with its lock is one round trip, as are notifying and
+//!   committing.
 //! - Each commit sends `NOTIFY deputy_events`; every node LISTENs and wakes its event
 //!   bus, so any node's streams follow any node's tasks live.
 
@@ -71,12 +75,40 @@ mod dialect {
         Ok(())
     }
 
-    /// Opens a write transaction and takes the write lock, in one round trip. The lock's
-    /// key is any fixed number all deputy write transactions share: 0x6465_7075_7479,
-    /// "deputy" in ASCII.
-    pub async fn begin_write(conn: &mut Conn) -> crate::Result<()> {
-        conn.simple("BEGIN; SELECT pg_advisory_xact_lock(110386841220217)")
+    /// Every node has a writer of its own: shared transactions run side by side.
+    pub const CONCURRENT_WRITERS: bool = true;
+
+    /// Opens a write transaction and takes the write lock, in one round trip: shared
+    /// (beside other nodes' shared transactions) or exclusive (alone). The lock's key is
+    /// any fixed number all deputy write transactions share: 0x6465_7075_7479, "deputy"
+    /// in ASCII.
+    pub async fn begin_write(conn: &mut Conn, shared: bool) -> crate::Result<()> {
+        if shared {
+            conn.simple("BEGIN; SELECT pg_advisory_xact_lock_shared(110386841220217)")
+                .await
+        } else {
+            conn.simple("BEGIN; SELECT pg_advisory_xact_lock(110386841220217)")
+                .await
+        }
+    }
+
+    /// Taken by a shared transaction just before it appends its events, and held to its
+    /// commit: shared transactions append and commit one at a time, so event numbers
+    /// commit in order. Exclusive transactions need not take it (no shared one runs
+    /// beside them). Its key is the write lock's plus one.
+    pub async fn lock_event_seq(conn: &mut Conn) -> crate::Result<()> {
+        conn.simple("SELECT pg_advisory_xact_lock(110386841220218)")
             .await
+    }
+
+    /// Locks a group's row until the commit: two nodes' claims from a group with a limit
+    /// take turns, each counting the other's committed claims.
+    pub async fn lock_group(conn: &mut Conn, name: &str) -> crate::Result<()> {
+        query("SELECT name FROM groups WHERE name = ? FOR UPDATE")
+            .bind(name)
+            .execute(conn)
+            .await
+            .map(drop)
     }
 
     /// Event numbers are one past the highest stored (migration 0005); before events are

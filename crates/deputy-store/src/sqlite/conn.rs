@@ -10,7 +10,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{OpenFlags, ToSql};
 
 use super::checkpoint::{BACKSTOP_PAGES, Checkpointer};
-use crate::sql::{Exec, Row, Value};
+use crate::sql::{EventRow, Exec, Row, Value};
 use crate::{Result, StoreError};
 
 /// Prepared statements kept per connection: every fixed statement of the store, and
@@ -21,6 +21,7 @@ pub struct SqliteConn {
     conn: rusqlite::Connection,
     /// The writer's: told after each commit that the WAL grew.
     checkpointer: Option<Arc<Checkpointer>>,
+    deferred: Vec<EventRow>,
 }
 
 /// Where connections come from: the database file, whether they may write, and (for the
@@ -73,6 +74,7 @@ impl SqliteConn {
         Ok(SqliteConn {
             conn,
             checkpointer: None,
+            deferred: Vec::new(),
         })
     }
 
@@ -168,6 +170,10 @@ impl ToSql for Value {
 /// The statement runs when called; the future is only there to share the backend code
 /// with PostgreSQL, whose statements do wait.
 impl Exec for SqliteConn {
+    fn deferred_events(&mut self) -> &mut Vec<EventRow> {
+        &mut self.deferred
+    }
+
     fn run(&mut self, sql: &str, args: Vec<Value>) -> impl Future<Output = Result<u64>> + Send {
         std::future::ready(self.run_now(sql, args))
     }

@@ -78,11 +78,25 @@ mod dialect {
         })
     }
 
+    /// One writer connection serializes every write: transactions never run side by
+    /// side, so every one may settle dependents and append events as it goes.
+    pub const CONCURRENT_WRITERS: bool = false;
+
     /// Opens a write transaction. `IMMEDIATE` takes the write lock at once, so a
     /// transaction never fails to upgrade to one; one writer connection already
     /// serializes transactions, so nothing more is locked.
-    pub async fn begin_write(conn: &mut Conn) -> crate::Result<()> {
+    pub async fn begin_write(conn: &mut Conn, _shared: bool) -> crate::Result<()> {
         query("BEGIN IMMEDIATE").execute(conn).await.map(drop)
+    }
+
+    /// Transactions are serialized already: event numbers commit in order.
+    pub async fn lock_event_seq(_conn: &mut Conn) -> crate::Result<()> {
+        Ok(())
+    }
+
+    /// Transactions are serialized already: a claim's count of a group stays true.
+    pub async fn lock_group(_conn: &mut Conn, _name: &str) -> crate::Result<()> {
+        Ok(())
     }
 
     /// `AUTOINCREMENT` never hands out a deleted number again; nothing to do.
