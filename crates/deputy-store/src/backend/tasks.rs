@@ -21,15 +21,45 @@ pub(super) async fn append_event(
     body: &EventBody,
     now: Millis,
 ) -> Result<i64> {
-    let seq: i64 =
-        query("INSERT INTO events (task_id, type, payload, at) VALUES (?, ?, ?, ?) RETURNING seq")
-            .bind(task.map(|t| t.to_string()))
-            .bind(body.type_name())
-            .bind(body.payload().to_string())
-            .bind(now)
-            .scalar(conn)
-            .await?;
-    Ok(seq)
+    let row = vec![
+        task.map(|t| t.to_string()).value(),
+        body.type_name().value(),
+        body.payload().to_string().value(),
+        now.value(),
+    ];
+    let mut q = events_insert([row]);
+    q.push(" RETURNING seq");
+    q.scalar(conn).await
+}
+
+/// The statement that appends `rows` (task id, type, payload, time) to the log, numbered
+/// in their order. On SQLite `AUTOINCREMENT` numbers them. On PostgreSQL the statement
+/// does: one past the highest number stored or ever handed out (`event_seq.floor`,
+/// migrations 0005 and 0008), read once for all the rows. That is safe because every
+/// append holds the write lock exclusively or the event-order lock, and it rolls back
+/// with its transaction, leaving no gap.
+fn events_insert(rows: impl IntoIterator<Item = Vec<crate::sql::Value>>) -> Query {
+    if super::dialect::EVENT_SEQ_IN_INSERT {
+        let mut q = query(
+            "INSERT INTO events (seq, task_id, type, payload, at)
+             SELECT n.base + v.ord, v.task_id, v.type, v.payload, v.at FROM (VALUES ",
+        );
+        q.push_rows(rows.into_iter().enumerate(), |(i, mut row)| {
+            row.insert(0, (i as i64 + 1).value());
+            row
+        });
+        q.push(
+            ") AS v (ord, task_id, type, payload, at),
+             (SELECT GREATEST(COALESCE(MAX(seq), 0), (SELECT floor FROM event_seq)) AS base
+              FROM events) AS n
+             ORDER BY v.ord",
+        );
+        q
+    } else {
+        let mut q = query("INSERT INTO events (task_id, type, payload, at) VALUES ");
+        q.push_rows(rows, |row| row);
+        q
+    }
 }
 
 /// Defers an event to the writer's flush ([`flush_events`]): what the writes that may
@@ -61,16 +91,16 @@ pub(super) async fn flush_events(conn: &mut Conn, lock_seq: bool) -> Result<usiz
         super::dialect::lock_event_seq(conn).await?;
     }
     for chunk in rows.chunks(FLUSH_ROWS) {
-        let mut q = query("INSERT INTO events (task_id, type, payload, at) VALUES ");
-        q.push_rows(chunk, |e| {
+        events_insert(chunk.iter().map(|e| {
             vec![
                 e.task.clone().value(),
                 e.kind.value(),
                 e.payload.clone().value(),
                 e.at.value(),
             ]
-        });
-        q.execute(conn).await?;
+        }))
+        .execute(conn)
+        .await?;
     }
     Ok(rows.len())
 }
@@ -587,8 +617,7 @@ async fn insert_plain_tasks(
             _ => fresh_task(t, Status::Queued, Vec::new(), None, None, now),
         })
         .collect();
-    let mut q = query("INSERT INTO events (task_id, type, payload, at) VALUES ");
-    q.push_rows(&tasks, |t| {
+    let mut q = events_insert(tasks.iter().map(|t| {
         let created = created_event(t);
         vec![
             t.id.to_string().value(),
@@ -596,7 +625,7 @@ async fn insert_plain_tasks(
             created.payload().to_string().value(),
             now.value(),
         ]
-    });
+    }));
     q.push(" RETURNING seq, task_id");
     let seqs: HashMap<String, i64> = q
         .fetch_as::<(i64, String)>(conn)

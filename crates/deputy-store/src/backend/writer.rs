@@ -16,9 +16,9 @@
 //! database as the writes before it in the batch left it, so results are those of running
 //! the writes one after another, in order. This needs a rollback to give back the event
 //! seqs it took, or the log would have gaps: SQLite's `AUTOINCREMENT` counter is part of
-//! the transaction, and on PostgreSQL a counter row bumped by a trigger (migration 0005)
-//! is too, where a sequence would not be (it also keeps a daemon killed mid-commit from
-//! leaving a gap).
+//! the transaction, and on PostgreSQL the number is read from the log itself by the
+//! statement that appends (`tasks::events_insert`), so it is too, where a sequence would
+//! not be (it also keeps a daemon killed mid-commit from leaving a gap).
 //!
 //! Where several nodes write to one database (PostgreSQL), a batch whose every write can
 //! share ([`WriteKind::Shares`]: claims, plain attempt ends, a process group's id) runs

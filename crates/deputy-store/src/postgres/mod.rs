@@ -75,6 +75,10 @@ mod dialect {
         Ok(())
     }
 
+    /// The insert numbers events itself (a trigger did, row by row, at three times the
+    /// cost of the row).
+    pub const EVENT_SEQ_IN_INSERT: bool = true;
+
     /// Every node has a writer of its own: shared transactions run side by side.
     pub const CONCURRENT_WRITERS: bool = true;
 
@@ -185,6 +189,10 @@ impl PgStore {
             (
                 "drop_groups_running",
                 include_str!("../../migrations/postgres/0007_drop_groups_running.sql"),
+            ),
+            (
+                "events_numbered_by_insert",
+                include_str!("../../migrations/postgres/0008_events_numbered_by_insert.sql"),
             ),
         ])
         .run(&pool)

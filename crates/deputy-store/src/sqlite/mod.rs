@@ -78,6 +78,9 @@ mod dialect {
         })
     }
 
+    /// `AUTOINCREMENT` numbers events.
+    pub const EVENT_SEQ_IN_INSERT: bool = false;
+
     /// One writer connection serializes every write: transactions never run side by
     /// side, so every one may settle dependents and append events as it goes.
     pub const CONCURRENT_WRITERS: bool = false;
