@@ -125,6 +125,10 @@ pub(crate) struct Inner {
     pub(crate) cfg: EngineConfig,
     pub(crate) base_env: BTreeMap<String, String>,
     wake: Notify,
+    /// Set when this node queued tasks since the scheduler's last claim: that claim
+    /// then goes straight to the writer (`Store::claim_queued`), skipping the check for
+    /// ready tasks that would only delay a task submitted to an idle daemon.
+    queued: std::sync::atomic::AtomicBool,
     running: running::RunningSet,
     /// Stop starting tasks.
     stop: CancellationToken,
@@ -221,6 +225,7 @@ impl Engine {
             base_env: runner::base_env(),
             cfg,
             wake: Notify::new(),
+            queued: std::sync::atomic::AtomicBool::new(false),
             running: running::RunningSet::default(),
             stop: CancellationToken::new(),
             halt,
@@ -334,6 +339,14 @@ impl Engine {
             })?;
         }
         let out = self.inner.store.submit(valid, now).await?;
+        if out
+            .iter()
+            .any(|s| s.task.status == deputy_core::Status::Queued)
+        {
+            self.inner
+                .queued
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         self.inner.wake.notify_one();
         Ok(out)
     }

@@ -5,6 +5,7 @@
 //! tasks back.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use deputy_core::Task;
@@ -59,11 +60,13 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             let lease = inner.cfg.lease.as_millis() as u64;
             // Opened before the claim commits: cancels from then on reach the claimed.
             let window = inner.running.open_window();
-            match inner
-                .store
-                .claim_batch(&inner.cfg.node, lease, now_ms(), want)
-                .await
-            {
+            let (node, now) = (&inner.cfg.node, now_ms());
+            let claimed = if inner.queued.swap(false, Ordering::AcqRel) {
+                inner.store.claim_queued(node, lease, now, want).await
+            } else {
+                inner.store.claim_batch(node, lease, now, want).await
+            };
+            match claimed {
                 Ok(tasks) => {
                     let got = tasks.len();
                     start_tasks(&inner, window, tasks).await;

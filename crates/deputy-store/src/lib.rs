@@ -255,6 +255,18 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
         max: usize,
     ) -> Result<Vec<Task>>;
+    /// [`Store::claim_batch`] for a caller that knows tasks were just queued: a store
+    /// that first checks cheaply whether anything is ready (to spare the writer an empty
+    /// claim) may skip that check, which would only delay the claim.
+    async fn claim_queued(
+        &self,
+        node: &NodeId,
+        lease_ms: u64,
+        now: Millis,
+        max: usize,
+    ) -> Result<Vec<Task>> {
+        self.claim_batch(node, lease_ms, now, max).await
+    }
     /// Records the process group of a running attempt, before the child is let go.
     async fn set_pgid(&self, id: TaskId, attempt: u32, pgid: i32) -> Result<()>;
     /// Whether someone asked to cancel the task.

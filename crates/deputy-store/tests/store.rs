@@ -205,6 +205,14 @@ async fn claims_respect_group_limits_and_pauses(s: Arc<dyn Store>) {
         s.claim(&node(), 30_000, 4).await.unwrap().is_none(),
         "queue paused"
     );
+    // Without the check for ready tasks first, the claim itself still honours the pause.
+    assert!(
+        s.claim_queued(&node(), 30_000, 4, 2)
+            .await
+            .unwrap()
+            .is_empty(),
+        "queue paused"
+    );
     s.set_paused(None, false, 5).await.unwrap();
     assert!(s.claim(&node(), 30_000, 6).await.unwrap().is_some());
     assert_eq!(

@@ -131,6 +131,16 @@ impl Store for DbStore {
         if ready == 0 {
             return Ok(Vec::new());
         }
+        self.claim_queued(node, lease_ms, now, max).await
+    }
+
+    async fn claim_queued(
+        &self,
+        node: &NodeId,
+        lease_ms: u64,
+        now: Millis,
+        max: usize,
+    ) -> Result<Vec<Task>> {
         let node = node.clone();
         self.writer
             .write(WriteKind::Shares, move |c| {
