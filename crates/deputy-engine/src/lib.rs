@@ -125,9 +125,9 @@ pub(crate) struct Inner {
     pub(crate) cfg: EngineConfig,
     pub(crate) base_env: BTreeMap<String, String>,
     wake: Notify,
-    /// Set when this node queued tasks since the scheduler's last claim: that claim
-    /// then goes straight to the writer (`Store::claim_queued`), skipping the check for
-    /// ready tasks that would only delay a task submitted to an idle daemon.
+    /// Set when this node queued tasks or freed a slot since the scheduler's last claim:
+    /// that claim then goes straight to the writer (`Store::claim_queued`), skipping the
+    /// check for ready tasks, which would only delay it.
     queued: std::sync::atomic::AtomicBool,
     running: running::RunningSet,
     /// Stop starting tasks.
@@ -148,9 +148,14 @@ impl Inner {
         self.running.count()
     }
 
-    /// A supervisor's process is over: forget it and let the scheduler fill its slot.
+    /// A supervisor's process is over: forget it and let the scheduler fill its slot at
+    /// once, without first asking whether anything is ready: that question's hop to a
+    /// reader let this attempt's end reach the writer first, and the claim then waited
+    /// for its commit. Claimed first, the next process starts while the end commits.
     pub(crate) fn release(&self, id: TaskId) {
         self.running.remove(id);
+        self.queued
+            .store(true, std::sync::atomic::Ordering::Release);
         self.wake.notify_one();
     }
 
