@@ -81,11 +81,11 @@ const FLUSH_ROWS: usize = 1000;
 
 /// Appends the deferred events, in the order they were deferred. With `lock_seq` it
 /// first takes the backend's event-order lock (`dialect::lock_event_seq`), held until
-/// the commit. Returns how many were appended.
-pub(super) async fn flush_events(conn: &mut Conn, lock_seq: bool) -> Result<usize> {
+/// the commit.
+pub(super) async fn flush_events(conn: &mut Conn, lock_seq: bool) -> Result<()> {
     let rows = std::mem::take(conn.deferred_events());
     if rows.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
     if lock_seq {
         super::dialect::lock_event_seq(conn).await?;
@@ -102,7 +102,7 @@ pub(super) async fn flush_events(conn: &mut Conn, lock_seq: bool) -> Result<usiz
         .execute(conn)
         .await?;
     }
-    Ok(rows.len())
+    Ok(())
 }
 
 /// One status change, described by what it sets besides the status.

@@ -159,14 +159,15 @@ impl PendingWrite for FinishGroup {
 /// Joins a batch's attempt ends into one [`FinishGroup`] (in the place of the first), so
 /// they cost a few statements together instead of several each. The writes of a batch
 /// were all waiting at once, so any order of them is one their callers could have seen.
-/// Ends left for an exclusive transaction are kept apart from the others.
+/// If any of them was left for an exclusive transaction, the joined group is exclusive
+/// (the batch is then exclusive anyway, and every end in it may settle).
 fn group_finishes(batch: Vec<Box<dyn PendingWrite>>) -> Vec<Box<dyn PendingWrite>> {
     let groups = batch.iter().filter(|w| is_finish(w.as_ref())).count();
     if groups < 2 {
         return batch;
     }
-    let mut out: Vec<Box<dyn PendingWrite>> = Vec::with_capacity(batch.len() - groups + 2);
-    let mut joined: [Option<(usize, FinishGroup)>; 2] = [None, None];
+    let mut out: Vec<Box<dyn PendingWrite>> = Vec::with_capacity(batch.len() - groups + 1);
+    let mut joined: Option<(usize, FinishGroup)> = None;
     for w in batch {
         if !is_finish(w.as_ref()) {
             out.push(w);
@@ -176,16 +177,15 @@ fn group_finishes(batch: Vec<Box<dyn PendingWrite>>) -> Vec<Box<dyn PendingWrite
         let g = any
             .downcast::<FinishGroup>()
             .unwrap_or_else(|_| unreachable!("checked by is_finish"));
-        let at = out.len();
-        match &mut joined[usize::from(g.exclusive)] {
-            Some((_, into)) => into.members.extend(g.members),
-            slot @ None => *slot = Some((at, *g)),
+        match &mut joined {
+            Some((_, into)) => {
+                into.members.extend(g.members);
+                into.exclusive |= g.exclusive;
+            }
+            None => joined = Some((out.len(), *g)),
         }
     }
-    // Inserted from the last place to the first, so the first place stays right.
-    let mut places: Vec<(usize, FinishGroup)> = joined.into_iter().flatten().collect();
-    places.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
-    for (at, g) in places {
+    if let Some((at, g)) = joined {
         out.insert(at, Box::new(g));
     }
     out
