@@ -68,20 +68,17 @@ impl EventBus {
                             break;
                         }
                     };
-                    // A short page is the log's end as of this read. A commit after it
-                    // has left a wake-up behind (`wait_committed` keeps one), so there is
-                    // no need to read again to see nothing: that read would be one per
-                    // commit, on PostgreSQL a round trip each.
-                    let at_end = events.len() < PAGE as usize;
+                    // Only an empty page is the log's end: a page also stops early once
+                    // it holds `EVENT_PAGE_BYTES` of output, so a short one is not.
+                    if events.is_empty() {
+                        break;
+                    }
                     metrics.events.inc_by(events.len() as u64);
                     for e in events {
                         published.store(e.seq, Ordering::Release);
                         // No receivers is fine: nobody is listening right now.
                         let json = serde_json::to_string(&e).unwrap_or_else(|_| "{}".into());
                         let _ = tx.send(Arc::new(Published { event: e, json }));
-                    }
-                    if at_end {
-                        break;
                     }
                 }
             }
@@ -100,5 +97,83 @@ impl EventBus {
     /// The last seq broadcast.
     pub fn published(&self) -> i64 {
         self.published.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deputy_core::submit::{NewTask, SubmitDefaults};
+    use deputy_core::{EventBody, Stream};
+    use deputy_store::{NewChunk, OutputBatch};
+    use std::time::Duration;
+
+    /// One commit whose output spans more than one page of the log (pages stop at
+    /// `EVENT_PAGE_BYTES`) is broadcast whole, down to its last event, with no later
+    /// commit to wake the bus again.
+    #[tokio::test]
+    async fn a_commit_larger_than_a_page_is_broadcast_to_its_last_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            deputy_store::sqlite::SqliteStore::open(&dir.path().join("t.db"))
+                .await
+                .unwrap(),
+        );
+        let stop = CancellationToken::new();
+        let bus = EventBus::start(store.clone(), stop.clone(), crate::Metrics::new())
+            .await
+            .unwrap();
+        let mut events = bus.subscribe();
+        let valid = NewTask {
+            command: Some(deputy_core::Command::Line("true".into())),
+            ..NewTask::default()
+        }
+        .validate(
+            &SubmitDefaults {
+                timeout_ms: None,
+                output_cap: 16 << 20,
+                cwd: "/tmp".into(),
+            },
+            0,
+        )
+        .unwrap();
+        let task = store.submit(vec![valid], 1).await.unwrap().remove(0).task;
+        let chunk = deputy_store::EVENT_PAGE_BYTES / 2 + 1;
+        let chunks: Vec<NewChunk> = (0..5)
+            .map(|i| NewChunk {
+                stream: Stream::Stdout,
+                offset: (i * chunk) as u64,
+                data: vec![b'x'; chunk],
+            })
+            .collect();
+        store
+            .append_output(OutputBatch {
+                task: task.id,
+                attempt: 1,
+                chunks,
+                drop: Vec::new(),
+                total_bytes: (5 * chunk) as u64,
+                omitted_bytes: 0,
+                now: 2,
+            })
+            .await
+            .unwrap();
+        let last = store.last_event_seq().await.unwrap();
+        let mut outputs = 0;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let p = events.recv().await.unwrap();
+                if matches!(p.event.body, EventBody::TaskOutput { .. }) {
+                    outputs += 1;
+                }
+                if p.event.seq == last {
+                    break;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the bus stopped after {outputs} of 5 output events"));
+        assert_eq!(outputs, 5);
+        stop.cancel();
     }
 }
