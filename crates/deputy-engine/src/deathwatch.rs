@@ -393,6 +393,14 @@ mod tests {
         let (mut a, pa) = sleeping_group();
         let (mut b, pb) = sleeping_group();
         let (mut c, pc) = sleeping_group();
+        // Each group is whole (its shell has started the background sleep) before the
+        // guard acts: b's count at the end must not be low because it was never 2.
+        wait_until(
+            "both sleeps of every group",
+            Duration::from_secs(10),
+            || [pa, pb, pc].iter().all(|&g| members(g) >= 2),
+        )
+        .await;
         let mut guard = Guard::spawn().unwrap();
         // b is removed; a removal of a group never added (and a repeated one) changes
         // nothing; a prefix of another pgid's digits must not match it.
