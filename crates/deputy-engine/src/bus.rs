@@ -68,8 +68,11 @@ impl EventBus {
                             break;
                         }
                     };
-                    // Only an empty page is the log's end: a page also stops early once
-                    // it holds `EVENT_PAGE_BYTES` of output, so a short one is not.
+                    // A page short of `PAGE` events and of the byte budget is the log's
+                    // end: stop without a read that would find nothing (a commit since
+                    // then has left `wait_committed` a wake-up). A page the budget cut
+                    // is not the end, however few events it holds.
+                    let last = deputy_store::page_is_last(&events, PAGE);
                     if events.is_empty() {
                         break;
                     }
@@ -79,6 +82,9 @@ impl EventBus {
                         // No receivers is fine: nobody is listening right now.
                         let json = serde_json::to_string(&e).unwrap_or_else(|_| "{}".into());
                         let _ = tx.send(Arc::new(Published { event: e, json }));
+                    }
+                    if last {
+                        break;
                     }
                 }
             }

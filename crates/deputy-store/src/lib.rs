@@ -134,6 +134,26 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// holds at least one event), so reading the log never loads unbounded output at once.
 pub const EVENT_PAGE_BYTES: usize = 1 << 20;
 
+/// Whether a page of [`Store::events_after`] read with `limit` reached the log's end as
+/// it was then, so a follower need not read again to find nothing: it holds fewer than
+/// `limit` events and its output is under [`EVENT_PAGE_BYTES`], so the byte budget did
+/// not cut it either. Output text is decoded lossily, which never shortens it, so text
+/// under the budget means stored bytes under it. A page at or over the budget is never
+/// taken for the end.
+pub fn page_is_last(events: &[Event], limit: u32) -> bool {
+    if events.len() >= limit as usize {
+        return false;
+    }
+    let output: usize = events
+        .iter()
+        .map(|e| match &e.body {
+            EventBody::TaskOutput { data, .. } => data.as_ref().map_or(0, String::len),
+            _ => 0,
+        })
+        .sum();
+    output < EVENT_PAGE_BYTES
+}
+
 /// What a submit did for one task of the batch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Submitted {
@@ -418,4 +438,39 @@ pub struct WriteCounts {
     /// share of wall time summed over nodes says how close the cluster is to being bound
     /// by it.
     pub busy: std::time::Duration,
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::*;
+
+    fn output(bytes: usize) -> Event {
+        Event {
+            seq: 1,
+            at: 0,
+            task: None,
+            body: EventBody::TaskOutput {
+                attempt: 1,
+                stream: Stream::Stdout,
+                offset: 0,
+                len: bytes as u64,
+                data: Some("x".repeat(bytes)),
+            },
+        }
+    }
+
+    #[test]
+    fn a_page_is_the_end_only_when_short_of_both_the_count_and_the_byte_budget() {
+        assert!(page_is_last(&[], 256));
+        assert!(page_is_last(&[output(EVENT_PAGE_BYTES - 1)], 256));
+        // Cut by the byte budget: more may follow, however few events it holds.
+        assert!(!page_is_last(&[output(EVENT_PAGE_BYTES)], 256));
+        assert!(!page_is_last(
+            &[output(EVENT_PAGE_BYTES / 2), output(EVENT_PAGE_BYTES / 2)],
+            256
+        ));
+        // Full by count.
+        assert!(!page_is_last(&[output(1), output(1)], 2));
+        assert!(page_is_last(&[output(1)], 2));
+    }
 }

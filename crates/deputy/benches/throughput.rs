@@ -49,6 +49,7 @@ async fn wait_finished(client: &Client, after: i64, n: usize) -> anyhow::Result<
 async fn drain() -> anyhow::Result<()> {
     const N: usize = 500;
     println!("== drain: {N} `true` tasks at parallel 2, end to end through the daemon");
+    let meter = CpuMeter::start(&[]);
     let start = Instant::now();
     let status = std::process::Command::new("sh")
         .args(["-c", "seq 500 | xargs -P2 -n1 sh -c true"])
@@ -57,16 +58,19 @@ async fn drain() -> anyhow::Result<()> {
         bail!("the xargs baseline failed");
     }
     let xargs = start.elapsed();
+    let xargs_cpu = meter.report(N);
 
     let dir = tempfile::tempdir()?;
     let d = daemon(dir.path(), 2).await?;
     let client = Client::new(d.url());
     let after = client.status().await?.last_event;
     let batch: Vec<NewTask> = (0..N).map(|_| task("true")).collect();
+    let meter = CpuMeter::start(&[("daemon and client", std::process::id())]);
     let start = Instant::now();
     client.submit_batch(&batch).await?;
     wait_finished(&client, after, N).await?;
     let ours = start.elapsed();
+    let ours_cpu = meter.report(N);
     d.stop().await;
 
     let rate = |d: Duration| N as f64 / d.as_secs_f64();
@@ -75,11 +79,13 @@ async fn drain() -> anyhow::Result<()> {
         rate(xargs),
         xargs
     );
+    println!("    {xargs_cpu}");
     println!(
         "  deputy             : {:>8.1} tasks/s ({:.2?})",
         rate(ours),
         ours
     );
+    println!("    {ours_cpu}");
     println!(
         "  ratio deputy/xargs time: {:.2}x (aim: within 2x)",
         ours.as_secs_f64() / xargs.as_secs_f64()
@@ -234,6 +240,90 @@ impl FrameCounter {
             }
             self.at_line_start = b == b'\n';
         }
+    }
+}
+
+/// CPU time used during a run, read from `/proc` (in USER_HZ ticks, 100 a second on
+/// Linux): the whole machine's busy time, and the named processes' own. It shows what a
+/// task costs in CPU, and so the most tasks per second the machine's cores allow.
+struct CpuMeter {
+    machine: u64,
+    processes: Vec<(String, u32, u64)>,
+}
+
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// The machine's busy ticks: every CPU field of `/proc/stat`'s first line except idle and iowait.
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// A process's user + system ticks, its children's not included.
+fn process_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces; fields after it start past its ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| {
+        fields
+            .get(n)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    field(11) + field(12)
+}
+
+impl CpuMeter {
+    fn start(processes: &[(&str, u32)]) -> Self {
+        CpuMeter {
+            machine: machine_busy_ticks(),
+            processes: processes
+                .iter()
+                .map(|(name, pid)| (name.to_string(), *pid, process_ticks(*pid)))
+                .collect(),
+        }
+    }
+
+    /// CPU per task (µs) for the machine and each process, and the rate 2 busy cores would
+    /// allow at that cost.
+    fn report(&self, tasks: usize) -> String {
+        let per_task = |ticks: u64| ticks as f64 / TICKS_PER_SECOND * 1e6 / tasks as f64;
+        let machine = per_task(machine_busy_ticks().saturating_sub(self.machine));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let mut out = format!("CPU per task {machine:.0} µs on the machine");
+        if !self.processes.is_empty() {
+            out.push_str(" (");
+        }
+        for (i, (name, pid, before)) in self.processes.iter().enumerate() {
+            let used = per_task(process_ticks(*pid).saturating_sub(*before));
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("{name} {used:.0}"));
+        }
+        if !self.processes.is_empty() {
+            out.push(')');
+        }
+        out.push_str(&format!(
+            ": {cores:.0} cores allow at most {:.0} tasks/s at that cost",
+            cores * 1e6 / machine.max(1.0)
+        ));
+        out
     }
 }
 
@@ -550,7 +640,12 @@ async fn cluster() -> anyhow::Result<()> {
     let env = [("DEPUTY_PARALLEL", par.as_str())];
     let dir = tempfile::tempdir()?;
     let one = ChildDaemon::start(&dir.path().join("sqlite"), &env).await?;
+    let meter = CpuMeter::start(&[
+        ("daemon", one.child.id()),
+        ("bench client", std::process::id()),
+    ]);
     let sqlite = drain_noops(std::slice::from_ref(&one.url), N).await?;
+    let sqlite_cpu = meter.report(N);
     let sqlite_writes = write_counts(&one.url).await?;
     drop(one);
     let rate = |d: Duration| N as f64 / d.as_secs_f64();
@@ -559,6 +654,7 @@ async fn cluster() -> anyhow::Result<()> {
         rate(sqlite),
         per_batch(sqlite_writes, sqlite)
     );
+    println!("    {sqlite_cpu}");
     let Ok(pg) = std::env::var("DEPUTY_TEST_DATABASE_URL") else {
         println!("  PostgreSQL: skipped (set DEPUTY_TEST_DATABASE_URL to measure it)");
         return Ok(());
@@ -569,7 +665,12 @@ async fn cluster() -> anyhow::Result<()> {
         ("DEPUTY_DATABASE", url.as_str()),
     ];
     let a = ChildDaemon::start(&dir.path().join("pg1"), &db).await?;
+    let meter = CpuMeter::start(&[
+        ("daemon", a.child.id()),
+        ("bench client", std::process::id()),
+    ]);
     let pg1 = drain_noops(std::slice::from_ref(&a.url), N).await?;
+    let pg1_cpu = meter.report(N);
     let pg1_writes = write_counts(&a.url).await?;
     drop(a);
     let url = pg_schema(&pg, "deputy_bench_two").await?;
@@ -579,7 +680,13 @@ async fn cluster() -> anyhow::Result<()> {
     ];
     let a = ChildDaemon::start(&dir.path().join("pg2a"), &db).await?;
     let b = ChildDaemon::start(&dir.path().join("pg2b"), &db).await?;
+    let meter = CpuMeter::start(&[
+        ("daemon a", a.child.id()),
+        ("daemon b", b.child.id()),
+        ("bench client", std::process::id()),
+    ]);
     let pg2 = drain_noops(&[a.url.clone(), b.url.clone()], N).await?;
+    let pg2_cpu = meter.report(N);
     let pg2_writes = write_counts(&a.url).await? + write_counts(&b.url).await?;
     drop((a, b));
     println!(
@@ -587,11 +694,13 @@ async fn cluster() -> anyhow::Result<()> {
         rate(pg1),
         per_batch(pg1_writes, pg1)
     );
+    println!("    {pg1_cpu}; the rest is mostly PostgreSQL");
     println!(
         "  PostgreSQL, 2 nodes : {:>8.0} tasks/s ({pg2:.2?}); {}",
         rate(pg2),
         per_batch(pg2_writes, pg2)
     );
+    println!("    {pg2_cpu}; the rest is mostly PostgreSQL");
     println!(
         "  ratio PostgreSQL 2 nodes / 1 node: {:.2}x; PostgreSQL 1 node / SQLite: {:.2}x (aim: >= 20k/s SQLite, >= 5k/s PostgreSQL)",
         rate(pg2) / rate(pg1),
