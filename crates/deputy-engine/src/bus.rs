@@ -73,9 +73,6 @@ impl EventBus {
                     // then has left `wait_committed` a wake-up). A page the budget cut
                     // is not the end, however few events it holds.
                     let last = deputy_store::page_is_last(&events, PAGE);
-                    if events.is_empty() {
-                        break;
-                    }
                     metrics.events.inc_by(events.len() as u64);
                     for e in events {
                         published.store(e.seq, Ordering::Release);

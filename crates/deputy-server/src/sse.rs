@@ -275,9 +275,9 @@ async fn produce(
                 return;
             }
         };
-        if page.is_empty() {
-            break;
-        }
+        // The live receiver was subscribed before this read, so what commits after a
+        // last page arrives there.
+        let at_end = deputy_store::page_is_last(&page, REPLAY_PAGE);
         for e in page {
             last = e.seq;
             if !scope.wants(&e) {
@@ -289,6 +289,9 @@ async fn produce(
             if scope.ends_with(&e) {
                 return;
             }
+        }
+        if at_end {
+            break;
         }
     }
     // Follow live.

@@ -330,8 +330,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<StoredChunk>>;
 
     /// Events with `seq > after`, oldest first, at most `limit` (fewer when their output
-    /// passes [`EVENT_PAGE_BYTES`]), optionally of one task. A short page does not mean
-    /// the end of the log: read again after the last seq.
+    /// passes [`EVENT_PAGE_BYTES`]), optionally of one task. A page with fewer events is
+    /// the log's end only if [`page_is_last`] says so; otherwise read again after its last seq.
     async fn events_after(
         &self,
         after: i64,

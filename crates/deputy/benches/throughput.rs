@@ -305,25 +305,23 @@ impl CpuMeter {
         let per_task = |ticks: u64| ticks as f64 / TICKS_PER_SECOND * 1e6 / tasks as f64;
         let machine = per_task(machine_busy_ticks().saturating_sub(self.machine));
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        let mut out = format!("CPU per task {machine:.0} µs on the machine");
-        if !self.processes.is_empty() {
-            out.push_str(" (");
-        }
-        for (i, (name, pid, before)) in self.processes.iter().enumerate() {
-            let used = per_task(process_ticks(*pid).saturating_sub(*before));
-            if i > 0 {
-                out.push_str(", ");
-            }
-            out.push_str(&format!("{name} {used:.0}"));
-        }
-        if !self.processes.is_empty() {
-            out.push(')');
-        }
-        out.push_str(&format!(
-            ": {cores:.0} cores allow at most {:.0} tasks/s at that cost",
+        let own: Vec<String> = self
+            .processes
+            .iter()
+            .map(|(name, pid, before)| {
+                let used = per_task(process_ticks(*pid).saturating_sub(*before));
+                format!("{name} {used:.0}")
+            })
+            .collect();
+        let own = if own.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", own.join(", "))
+        };
+        format!(
+            "CPU per task {machine:.0} µs on the machine{own}: {cores:.0} cores allow at most {:.0} tasks/s at that cost",
             cores * 1e6 / machine.max(1.0)
-        ));
-        out
+        )
     }
 }
 
