@@ -631,10 +631,19 @@ async fn pg_schema(url: &str, name: &str) -> anyhow::Result<String> {
 }
 
 async fn cluster() -> anyhow::Result<()> {
-    const N: usize = 4000;
+    // BENCH_TASKS sets how many tasks each run drains (20,000 unless set: a run of a
+    // second or more, so one slow moment of the machine moves the rate little).
+    let n: usize = match std::env::var("BENCH_TASKS") {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .context("BENCH_TASKS must be a positive number of tasks")?,
+        Err(_) => 20_000,
+    };
     // BENCH_PARALLEL sets each node's parallel limit (16 unless set).
     let par = std::env::var("BENCH_PARALLEL").unwrap_or_else(|_| "16".into());
-    println!("== nodes: {N} noop tasks (no process) through the queue, parallel {par} per node");
+    println!("== nodes: {n} noop tasks (no process) through the queue, parallel {par} per node");
     let env = [("DEPUTY_PARALLEL", par.as_str())];
     let dir = tempfile::tempdir()?;
     let one = ChildDaemon::start(&dir.path().join("sqlite"), &env).await?;
@@ -642,11 +651,11 @@ async fn cluster() -> anyhow::Result<()> {
         ("daemon", one.child.id()),
         ("bench client", std::process::id()),
     ]);
-    let sqlite = drain_noops(std::slice::from_ref(&one.url), N).await?;
-    let sqlite_cpu = meter.report(N);
+    let sqlite = drain_noops(std::slice::from_ref(&one.url), n).await?;
+    let sqlite_cpu = meter.report(n);
     let sqlite_writes = write_counts(&one.url).await?;
     drop(one);
-    let rate = |d: Duration| N as f64 / d.as_secs_f64();
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
     println!(
         "  SQLite, 1 node      : {:>8.0} tasks/s ({sqlite:.2?}); {}",
         rate(sqlite),
@@ -667,8 +676,8 @@ async fn cluster() -> anyhow::Result<()> {
         ("daemon", a.child.id()),
         ("bench client", std::process::id()),
     ]);
-    let pg1 = drain_noops(std::slice::from_ref(&a.url), N).await?;
-    let pg1_cpu = meter.report(N);
+    let pg1 = drain_noops(std::slice::from_ref(&a.url), n).await?;
+    let pg1_cpu = meter.report(n);
     let pg1_writes = write_counts(&a.url).await?;
     drop(a);
     let url = pg_schema(&pg, "deputy_bench_two").await?;
@@ -683,8 +692,8 @@ async fn cluster() -> anyhow::Result<()> {
         ("daemon b", b.child.id()),
         ("bench client", std::process::id()),
     ]);
-    let pg2 = drain_noops(&[a.url.clone(), b.url.clone()], N).await?;
-    let pg2_cpu = meter.report(N);
+    let pg2 = drain_noops(&[a.url.clone(), b.url.clone()], n).await?;
+    let pg2_cpu = meter.report(n);
     let pg2_writes = write_counts(&a.url).await? + write_counts(&b.url).await?;
     drop((a, b));
     println!(

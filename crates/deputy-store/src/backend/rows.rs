@@ -207,6 +207,12 @@ pub(super) async fn list(conn: &mut Conn, q: &ListQuery) -> Result<Page> {
 }
 
 pub(super) async fn running(conn: &mut Conn, node: Option<&NodeId>) -> Result<Vec<Task>> {
+    Ok(load_many(conn, running_query(node)).await?.0)
+}
+
+/// The running tasks (of one node): a range of running tasks in an index, so its length
+/// is bounded by the nodes' worker pools, never by the queue.
+pub(super) fn running_query(node: Option<&NodeId>) -> Query {
     let mut qb = query(&format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'running'"
     ));
@@ -214,7 +220,7 @@ pub(super) async fn running(conn: &mut Conn, node: Option<&NodeId>) -> Result<Ve
         qb.push(" AND node = ").push_bind(n.0.clone());
     }
     qb.push(" ORDER BY queue_seq");
-    Ok(load_many(conn, qb).await?.0)
+    qb
 }
 
 pub(super) async fn attempts(conn: &mut Conn, id: TaskId) -> Result<Vec<Attempt>> {

@@ -719,18 +719,7 @@ pub(super) async fn claim_batch(
     if max == 0 {
         return Ok(Vec::new());
     }
-    // The groups that may start tasks (none while the whole queue is paused), with the
-    // tasks running in each one that has a limit: one statement, as every round trip
-    // counts on PostgreSQL.
-    let open: Vec<(String, Option<i64>, i64)> = query(&format!(
-        "SELECT name, parallel, CASE WHEN parallel IS NULL THEN 0 ELSE {} END AS running
-         FROM groups
-         WHERE paused = 0 AND (SELECT value FROM settings WHERE key = 'queue_paused') = '0'
-         ORDER BY name",
-        rows::RUNNING_IN_GROUP
-    ))
-    .fetch_as(conn)
-    .await?;
+    let open: Vec<(String, Option<i64>, i64)> = open_groups().fetch_as(conn).await?;
     let mut candidates: Vec<(i64, i64, Task)> = Vec::new();
     for (group, parallel, mut running) in open {
         if parallel.is_some() && super::dialect::CONCURRENT_WRITERS {
@@ -823,6 +812,19 @@ pub(super) async fn claim_batch(
         defer_event(conn, t.id, &body, now);
     }
     Ok(claimed)
+}
+
+/// The groups that may start tasks (none while the whole queue is paused), with the tasks
+/// running in each one that has a limit: one statement, as every round trip counts on
+/// PostgreSQL.
+pub(super) fn open_groups() -> Query {
+    query(&format!(
+        "SELECT name, parallel, CASE WHEN parallel IS NULL THEN 0 ELSE {} END AS running
+         FROM groups
+         WHERE paused = 0 AND (SELECT value FROM settings WHERE key = 'queue_paused') = '0'
+         ORDER BY name",
+        rows::RUNNING_IN_GROUP
+    ))
 }
 
 /// The compare-and-set of a claim: every named task from `queued` to `running` on
