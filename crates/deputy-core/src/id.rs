@@ -49,10 +49,18 @@ impl Default for TaskId {
 
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0.as_bytes().iter().rev() {
-            write!(f, "{b:02x}")?;
+        // Encoded on the stack and written at once: every statement that names a task
+        // binds its id as text, and a `write!` per byte made formatting ids a visible
+        // share of the store's writer thread (`to_string` also grew its buffer three
+        // times instead of allocating once).
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; ID_LEN];
+        for (pair, b) in text.chunks_exact_mut(2).zip(self.0.as_bytes().iter().rev()) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xf)];
         }
-        Ok(())
+        // Only ASCII hex digits were written.
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -186,6 +194,19 @@ mod tests {
         // Two ids made in the same millisecond still differ in their first 8 characters
         // (with overwhelming probability), because the random bytes come first.
         assert_ne!(a.to_string()[..8], b.to_string()[..8]);
+    }
+
+    #[test]
+    fn text_form_is_the_bytes_reversed_in_lowercase_hex() {
+        let id = TaskId::from_uuid(Uuid::from_bytes([
+            0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x89, 0xab, 0xcd, 0xef, 0xf0, 0x1a,
+            0xa1, 0xff,
+        ]));
+        assert_eq!(id.to_string(), "ffa11af0efcdab890706050403020100");
+        assert_eq!(
+            format!("{id:?}"),
+            "TaskId(ffa11af0efcdab890706050403020100)"
+        );
     }
 
     #[test]

@@ -524,7 +524,9 @@ async fn follow_log(
                     _ => inner.wake.notify_one(),
                 },
                 // Missed events: the stored flag is still there; re-check local tasks.
+                // A missed one may have queued work too, so the scheduler looks again.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    inner.wake.notify_one();
                     for id in inner.running.lagged() {
                         if inner.store.cancel_requested(id).await.unwrap_or(false) {
                             inner.signal_cancel(id, None);
