@@ -419,8 +419,10 @@ async fn listing_and_prefixes(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(by_text.tasks.len(), 1);
-    let prefix: deputy_core::IdRef = ids[1].to_string()[..10].parse().unwrap();
-    assert_eq!(s.resolve(&prefix).await.unwrap(), ids[1]);
+    for len in [10, 9] {
+        let prefix: deputy_core::IdRef = ids[1].to_string()[..len].parse().unwrap();
+        assert_eq!(s.resolve(&prefix).await.unwrap(), ids[1]);
+    }
     let missing: deputy_core::IdRef = "ffffffffffffffff".parse().unwrap();
     assert!(matches!(
         s.resolve(&missing).await,
@@ -1432,4 +1434,209 @@ async fn two_nodes_sharing_transactions_claim_once_keep_limits_and_commit_events
     );
     second.close().await;
     first.cleanup().await;
+}
+
+/// Fills a store with what every id-keyed table holds: a task with a label, a
+/// dependent, an attempt with output, events. Returns (parent, dependent).
+async fn fill_every_table_keyed_by_task(s: &dyn Store) -> (deputy_core::Task, deputy_core::TaskId) {
+    use deputy_core::submit::{DepInput, DepTarget};
+    let out = s
+        .submit(
+            vec![
+                valid("a", |t| {
+                    t.key = Some("a".into());
+                    t.labels = vec!["upgrade".into()];
+                }),
+                valid("b", |t| {
+                    t.depends_on = vec![DepInput {
+                        target: DepTarget::Key("a".into()),
+                        mode: deputy_core::DepMode::Finish,
+                    }]
+                }),
+            ],
+            1,
+        )
+        .await
+        .unwrap();
+    let a = s.claim(&node(), 30_000, 2).await.unwrap().unwrap();
+    assert_eq!(a.id, out[0].task.id);
+    s.append_output(deputy_store::OutputBatch {
+        task: a.id,
+        attempt: a.attempt,
+        chunks: vec![deputy_store::NewChunk {
+            stream: deputy_core::Stream::Stdout,
+            offset: 0,
+            data: b"hello\n".to_vec(),
+        }],
+        drop: Vec::new(),
+        total_bytes: 6,
+        omitted_bytes: 0,
+        now: 3,
+    })
+    .await
+    .unwrap();
+    s.record_llm(&[LlmRecord::RunStarted {
+        run_id: "upgrade-run".into(),
+        task_id: a.id,
+        task_attempt: a.attempt,
+        provider: "openai".into(),
+        model: "m".into(),
+        started_at: 3,
+    }])
+    .await
+    .unwrap();
+    (a, out[1].task.id)
+}
+
+/// Every column that holds a task id, as the test knows them (not from the migration,
+/// so a table the migration forgets stays in the old form and fails the test).
+const TASK_ID_COLUMNS: &[(&str, &str)] = &[
+    ("tasks", "id"),
+    ("task_labels", "task_id"),
+    ("task_deps", "task_id"),
+    ("task_deps", "depends_on"),
+    ("attempts", "task_id"),
+    ("events", "task_id"),
+    ("output_chunks", "task_id"),
+    ("llm_runs", "task_id"),
+    ("schedule_runs", "task_id"),
+];
+
+/// Statements that turn every stored key back into the text form (the bytes reversed),
+/// as a database written before the time-ordered keys held them.
+fn to_text_form() -> String {
+    let reversed = |c: &str| {
+        (0..16)
+            .rev()
+            .map(|byte| format!("substr({c}, {}, 2)", byte * 2 + 1))
+            .collect::<Vec<_>>()
+            .join(" || ")
+    };
+    TASK_ID_COLUMNS
+        .iter()
+        .map(|(t, c)| format!("UPDATE {t} SET {c} = {};", reversed(c)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// What [`fill_every_table_keyed_by_task`] stored, read back through the store.
+async fn assert_every_table_keyed_by_task(
+    s: &dyn Store,
+    a: &deputy_core::Task,
+    b: deputy_core::TaskId,
+) {
+    assert_eq!(s.get(a.id).await.unwrap().status, Status::Running);
+    assert_eq!(s.attempts(a.id).await.unwrap().len(), 1);
+    assert_eq!(s.trace(a.id).await.unwrap().len(), 1);
+    let output = s.read_output(a.id, a.attempt, None, 0).await.unwrap();
+    assert_eq!(output.len(), 1, "{output:?}");
+    let events = s.events_after(0, 100, Some(a.id)).await.unwrap();
+    assert!(events.len() >= 3, "{events:?}");
+    assert!(events.iter().all(|e| e.task == Some(a.id)));
+    assert_eq!(s.dependents(a.id).await.unwrap(), vec![b]);
+    let b_task = s.get(b).await.unwrap();
+    assert_eq!(b_task.depends_on.first().map(|d| d.task), Some(a.id));
+    let labelled = s
+        .list(&deputy_store::ListQuery {
+            label: Some("upgrade".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        labelled.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![a.id]
+    );
+    let prefix: deputy_core::IdRef = a.id.to_string()[..9].parse().unwrap();
+    assert_eq!(s.resolve(&prefix).await.unwrap(), a.id);
+    // And the task can still end, with its dependent settled.
+    s.finish(finish(a, Status::Succeeded, None)).await.unwrap();
+    assert_eq!(s.get(b).await.unwrap().status, Status::Queued);
+}
+
+/// A database written before ids were stored in time order (their text form, random
+/// bytes first) is rewritten by the migration: every task keeps its id, attempts,
+/// output, events, edges, labels and model calls. The old state is made by turning
+/// every key back into the text form and forgetting the migration was applied.
+#[tokio::test]
+async fn ids_stored_in_text_form_are_rewritten_to_time_ordered_keys_sqlite() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let s = SqliteStore::open(&path).await.unwrap();
+    let (a, b) = fill_every_table_keyed_by_task(&s).await;
+    s.close().await;
+
+    let mut raw = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "PRAGMA foreign_keys = OFF; BEGIN; {} COMMIT;",
+        to_text_form()
+    )))
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE description = 'time_ordered_task_keys'")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let stored: String = sqlx::query_scalar("SELECT task_id FROM attempts")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(stored, a.id.to_string(), "the old form is the text form");
+    raw.close().await.unwrap();
+
+    let s = SqliteStore::open(&path).await.unwrap();
+    assert_every_table_keyed_by_task(&s, &a, b).await;
+    s.close().await;
+}
+
+#[tokio::test]
+async fn ids_stored_in_text_form_are_rewritten_to_time_ordered_keys_postgres() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let (a, b) = fill_every_table_keyed_by_task(backend.store.as_ref()).await;
+    backend.store.close().await;
+    let (admin, schema) = backend.pg_schema.clone().unwrap();
+
+    let mut tx = admin.begin().await.unwrap();
+    // Replica mode skips the foreign keys' triggers while the keys change under them.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL search_path = {schema}; SET LOCAL session_replication_role = replica; {}",
+        to_text_form()
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {schema}._sqlx_migrations WHERE description = 'time_ordered_task_keys'"
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let stored: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT task_id FROM {schema}.attempts"
+    )))
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(stored, a.id.to_string(), "the old form is the text form");
+    tx.commit().await.unwrap();
+
+    let url = std::env::var(PG_ENV).unwrap();
+    let opts: PgConnectOptions = url
+        .parse::<PgConnectOptions>()
+        .unwrap()
+        .options([("search_path", schema.as_str())]);
+    let s = PgStore::open_with(opts).await.unwrap();
+    assert_every_table_keyed_by_task(&s, &a, b).await;
+    s.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&admin)
+        .await
+        .unwrap();
 }

@@ -28,7 +28,7 @@ pub(super) async fn append(conn: &mut Conn, b: OutputBatch) -> Result<()> {
             "INSERT INTO output_chunks (task_id, attempt, stream, \"offset\", data, event_seq)
              VALUES (?, ?, ?, ?, ?, ?)",
         )
-        .bind(b.task.to_string())
+        .bind(b.task.key())
         .bind(i64::from(b.attempt))
         .bind(c.stream.as_str())
         .bind(c.offset as i64)
@@ -41,7 +41,7 @@ pub(super) async fn append(conn: &mut Conn, b: OutputBatch) -> Result<()> {
         query(
             "DELETE FROM output_chunks WHERE task_id = ? AND attempt = ? AND stream = ? AND \"offset\" = ?",
         )
-        .bind(b.task.to_string())
+        .bind(b.task.key())
         .bind(i64::from(b.attempt))
         .bind(k.stream.as_str())
         .bind(k.offset as i64)
@@ -53,7 +53,7 @@ pub(super) async fn append(conn: &mut Conn, b: OutputBatch) -> Result<()> {
     )
     .bind(b.total_bytes as i64)
     .bind(b.omitted_bytes as i64)
-    .bind(b.task.to_string())
+    .bind(b.task.key())
     .bind(i64::from(b.attempt))
     .execute(conn)
     .await?;
@@ -68,7 +68,7 @@ pub(super) async fn read(
     from: u64,
 ) -> Result<Vec<StoredChunk>> {
     let mut qb = query("SELECT stream, \"offset\", data FROM output_chunks WHERE task_id = ");
-    qb.push_bind(id.to_string())
+    qb.push_bind(id.key())
         .push(" AND attempt = ")
         .push_bind(i64::from(attempt));
     if let Some(s) = stream {
@@ -110,7 +110,7 @@ pub(super) async fn events_after(
     );
     qb.push_bind(after);
     if let Some(t) = task {
-        qb.push(" AND e.task_id = ").push_bind(t.to_string());
+        qb.push(" AND e.task_id = ").push_bind(t.key());
     }
     qb.push(" ORDER BY e.seq LIMIT ")
         .push_bind(i64::from(limit.clamp(1, 10_000)));

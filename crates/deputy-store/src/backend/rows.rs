@@ -16,8 +16,9 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
 
+/// A task id as the database stores it ([`TaskId::key`]).
 pub(super) fn parse_id(s: &str) -> Result<TaskId> {
-    s.parse().map_err(corrupt)
+    TaskId::from_key(s).map_err(corrupt)
 }
 
 pub(super) fn parse_status(s: &str) -> Result<Status> {
@@ -71,7 +72,7 @@ pub(super) async fn load_row(conn: &mut Conn, id: TaskId) -> Result<Task> {
                 usage, resume_session
          FROM tasks WHERE id = ?",
     )
-    .bind(id.to_string())
+    .bind(id.key())
     .fetch_optional(conn)
     .await?
     .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
@@ -89,8 +90,7 @@ async fn load_many(conn: &mut Conn, q: Query) -> Result<(Vec<Task>, Vec<i64>)> {
     }
     if !tasks.is_empty() {
         let mut dq = query("SELECT task_id, depends_on, mode FROM task_deps WHERE task_id IN (");
-        dq.push_list(tasks.iter().map(|t| t.id.to_string()))
-            .push(")");
+        dq.push_list(tasks.iter().map(|t| t.id.key())).push(")");
         let deps: Vec<(String, String, String)> = dq.fetch_as(conn).await?;
         for (task, on, mode) in deps {
             let task = parse_id(&task)?;
@@ -108,7 +108,7 @@ async fn load_many(conn: &mut Conn, q: Query) -> Result<(Vec<Task>, Vec<i64>)> {
 
 pub(super) async fn load_task(conn: &mut Conn, id: TaskId) -> Result<Task> {
     let mut qb = query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = "));
-    qb.push_bind(id.to_string());
+    qb.push_bind(id.key());
     let (mut tasks, _) = load_many(conn, qb).await?;
     tasks
         .pop()
@@ -119,7 +119,7 @@ pub(super) async fn resolve(conn: &mut Conn, id: &IdRef) -> Result<TaskId> {
     match id {
         IdRef::Full(id) => {
             let found: Option<String> = query("SELECT id FROM tasks WHERE id = ?")
-                .bind(id.to_string())
+                .bind(id.key())
                 .scalar_optional(conn)
                 .await?;
             found
@@ -127,11 +127,12 @@ pub(super) async fn resolve(conn: &mut Conn, id: &IdRef) -> Result<TaskId> {
                 .ok_or_else(|| StoreError::NotFound(id.to_string()))
         }
         IdRef::Prefix(p) => {
-            // A range scan on the primary key: ids starting with p sort in [p, p + "g").
-            let upper = format!("{p}g");
-            let found: Vec<String> = query("SELECT id FROM tasks WHERE id >= ? AND id < ? LIMIT 2")
-                .bind(p)
-                .bind(upper)
+            // The stored key is the text form's bytes reversed, so a text prefix fixes
+            // the key's end: one walk of the primary key, which a user typing a prefix
+            // can afford, where a random first byte on every key cost each commit a
+            // page per task in every index keyed by task.
+            let found: Vec<String> = query("SELECT id FROM tasks WHERE id LIKE ? LIMIT 2")
+                .bind(TaskId::key_pattern_for_prefix(p))
                 .scalars(conn)
                 .await?;
             match found.len() {
@@ -229,7 +230,7 @@ pub(super) async fn attempts(conn: &mut Conn, id: TaskId) -> Result<Vec<Attempt>
                 output_bytes, omitted_bytes, usage
          FROM attempts WHERE task_id = ? ORDER BY number",
     )
-    .bind(id.to_string())
+    .bind(id.key())
     .fetch_all(conn)
     .await?;
     rows.iter()
@@ -253,7 +254,7 @@ pub(super) async fn attempts(conn: &mut Conn, id: TaskId) -> Result<Vec<Attempt>
 
 pub(super) async fn dependents(conn: &mut Conn, id: TaskId) -> Result<Vec<TaskId>> {
     let ids: Vec<String> = query("SELECT task_id FROM task_deps WHERE depends_on = ?")
-        .bind(id.to_string())
+        .bind(id.key())
         .scalars(conn)
         .await?;
     ids.iter().map(|s| parse_id(s)).collect()

@@ -289,7 +289,7 @@ pub(super) async fn fire(conn: &mut Conn, f: &Fire) -> Result<Fired> {
                 });
             } else if let (Some(id), OverlapPolicy::Queue) = (&unfinished, s.overlap) {
                 task.depends_on.push(DepInput {
-                    target: DepTarget::Task(id.parse().map_err(|_| corrupt(id))?),
+                    target: DepTarget::Task(deputy_core::IdRef::Full(parse_id(id)?)),
                     mode: DepMode::Finish,
                 });
             }
@@ -305,7 +305,7 @@ pub(super) async fn fire(conn: &mut Conn, f: &Fire) -> Result<Fired> {
         query("INSERT INTO schedule_runs (schedule, tick, task_id, fired_at) VALUES (?, ?, ?, ?)")
             .bind(&f.name)
             .bind(tick)
-            .bind(sub.task.id.to_string())
+            .bind(sub.task.id.key())
             .bind(f.now)
             .execute(conn)
             .await?;

@@ -158,7 +158,7 @@ impl Store for DbStore {
                         "UPDATE tasks SET pgid = ? WHERE id = ? AND attempt = ? AND status = 'running'",
                     )
                     .bind(i64::from(pgid))
-                    .bind(id.to_string())
+                    .bind(id.key())
                     .bind(i64::from(attempt))
                     .execute(c)
                     .await?;
@@ -181,7 +181,7 @@ impl Store for DbStore {
             .read(move |c| {
                 Box::pin(
                     query("SELECT cancel_requested FROM tasks WHERE id = ?")
-                        .bind(id.to_string())
+                        .bind(id.key())
                         .scalar_optional(c),
                 )
             })
@@ -195,7 +195,7 @@ impl Store for DbStore {
             return Ok(Vec::new());
         }
         let mut q = query("SELECT id FROM tasks WHERE cancel_requested = 1 AND id IN (");
-        q.push_list(ids.iter().map(ToString::to_string)).push(")");
+        q.push_list(ids.iter().map(TaskId::key)).push(")");
         let found: Vec<String> = self.read(move |c| Box::pin(q.scalars(c))).await?;
         found.iter().map(|s| rows::parse_id(s)).collect()
     }

@@ -22,7 +22,7 @@ pub(super) async fn append_event(
     now: Millis,
 ) -> Result<i64> {
     let row = vec![
-        task.map(|t| t.to_string()).value(),
+        task.map(|t| t.key()).value(),
         body.type_name().value(),
         body.payload().to_string().value(),
         now.value(),
@@ -68,7 +68,7 @@ fn events_insert(rows: impl IntoIterator<Item = Vec<crate::sql::Value>>) -> Quer
 /// transaction refers to are deferred.
 fn defer_event(conn: &mut Conn, task: TaskId, body: &EventBody, now: Millis) {
     conn.deferred_events().push(EventRow {
-        task: Some(task.to_string()),
+        task: Some(task.key()),
         kind: body.type_name(),
         payload: body.payload().to_string(),
         at: now,
@@ -184,7 +184,7 @@ async fn apply(conn: &mut Conn, cur: &Task, to: Status, mv: Move, now: Millis) -
     .bind(i64::from(t.cancel_requested))
     .bind(t.usage.as_ref().map(rows::usage_json))
     .bind(&t.resume_session)
-    .bind(t.id.to_string())
+    .bind(t.id.key())
     .bind(cur.status.as_str())
     .bind(i64::from(cur.attempt))
     .execute(conn)
@@ -207,7 +207,7 @@ async fn apply(conn: &mut Conn, cur: &Task, to: Status, mv: Move, now: Millis) -
         .bind(t.signal.map(i64::from))
         .bind(&t.reason)
         .bind(mv.usage.as_ref().map(rows::usage_json))
-        .bind(t.id.to_string())
+        .bind(t.id.key())
         .bind(i64::from(cur.attempt))
         .execute(conn)
         .await?;
@@ -220,7 +220,7 @@ async fn apply(conn: &mut Conn, cur: &Task, to: Status, mv: Move, now: Millis) -
         query(
             "INSERT INTO attempts (task_id, number, status, node, started_at) VALUES (?, ?, 'running', ?, ?)",
         )
-        .bind(t.id.to_string())
+        .bind(t.id.key())
         .bind(i64::from(t.attempt))
         .bind(&t.node)
         .bind(now)
@@ -318,7 +318,7 @@ async fn readiness(conn: &mut Conn, deps: &[Dependency]) -> Result<Readiness> {
     let mut waiting = false;
     for dep in deps {
         let status: String = query("SELECT status FROM tasks WHERE id = ?")
-            .bind(dep.task.to_string())
+            .bind(dep.task.key())
             .scalar(conn)
             .await?;
         let status = rows::parse_status(&status)?;
@@ -576,7 +576,7 @@ fn insert_rows(rows: &[(&Task, i64)]) -> Result<Query> {
         let spec =
             serde_json::to_string(&t.spec).map_err(|e| StoreError::Invalid(e.to_string()))?;
         values.push(vec![
-            t.id.to_string().value(),
+            t.id.key().value(),
             t.status.as_str().value(),
             t.spec.priority.rank().value(),
             t.spec.group.clone().value(),
@@ -620,7 +620,7 @@ async fn insert_plain_tasks(
     let mut q = events_insert(tasks.iter().map(|t| {
         let created = created_event(t);
         vec![
-            t.id.to_string().value(),
+            t.id.key().value(),
             created.type_name().value(),
             created.payload().to_string().value(),
             now.value(),
@@ -635,7 +635,7 @@ async fn insert_plain_tasks(
         .collect();
     let mut rows = Vec::with_capacity(tasks.len());
     for t in &tasks {
-        let id = t.id.to_string();
+        let id = t.id.key();
         let seq = *seqs
             .get(&id)
             .ok_or_else(|| StoreError::Corrupt(format!("no event was stored for task {id}")))?;
@@ -644,12 +644,7 @@ async fn insert_plain_tasks(
     insert_rows(&rows)?.execute(conn).await?;
     let labels: Vec<(&String, String, i64)> = rows
         .iter()
-        .flat_map(|(t, seq)| {
-            t.spec
-                .labels
-                .iter()
-                .map(move |l| (l, t.id.to_string(), *seq))
-        })
+        .flat_map(|(t, seq)| t.spec.labels.iter().map(move |l| (l, t.id.key(), *seq)))
         .collect();
     for chunk in labels.chunks(INSERT_ROWS * 4) {
         let mut q = query("INSERT INTO task_labels (label, task_id, queue_seq) VALUES ");
@@ -685,15 +680,15 @@ async fn insert_task(
             "INSERT INTO task_labels (label, task_id, queue_seq) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(label)
-        .bind(id.to_string())
+        .bind(id.key())
         .bind(seq)
         .execute(conn)
         .await?;
     }
     for d in &task.depends_on {
         query("INSERT INTO task_deps (task_id, depends_on, mode) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-            .bind(id.to_string())
-            .bind(d.task.to_string())
+            .bind(id.key())
+            .bind(d.task.key())
             .bind(d.mode.to_string())
             .execute(conn)
             .await?;
@@ -790,7 +785,7 @@ pub(super) async fn claim_batch(
     let mut q = query("INSERT INTO attempts (task_id, number, status, node, started_at) VALUES ");
     q.push_rows(&claimed, |t| {
         vec![
-            t.id.to_string().value(),
+            t.id.key().value(),
             i64::from(t.attempt).value(),
             "running".value(),
             node.0.as_str().value(),
@@ -845,7 +840,7 @@ pub(super) fn claim_update(node: &NodeId, lease: Millis, now: Millis, tasks: &[T
         .push(" WHERE ")
         .push(super::dialect::STATUS_CHECKED_ONLY)
         .push(" = 'queued' AND id IN (")
-        .push_list(tasks.iter().map(|t| t.id.to_string()))
+        .push_list(tasks.iter().map(|t| t.id.key()))
         .push(")");
     q
 }
@@ -934,8 +929,7 @@ pub(super) async fn finish_many(
          FROM tasks WHERE id IN (",
         rows::TASK_COLUMNS
     ));
-    q.push_list(finishes.iter().map(|f| f.id.to_string()))
-        .push(")");
+    q.push_list(finishes.iter().map(|f| f.id.key())).push(")");
     let mut current: HashMap<TaskId, Task> = HashMap::new();
     let mut with_dependents = std::collections::HashSet::new();
     for row in q.fetch_all(conn).await? {
@@ -1084,7 +1078,7 @@ pub(super) async fn finish_many(
 /// (id, attempt, status, now, exit code, signal, reason, usage) of one attempt's end.
 fn finish_values(f: &Finish) -> Vec<crate::sql::Value> {
     vec![
-        f.id.to_string().value(),
+        f.id.key().value(),
         i64::from(f.attempt).value(),
         f.status.as_str().value(),
         f.now.value(),
@@ -1122,7 +1116,7 @@ pub(super) async fn cancel(
             if !cur.cancel_requested {
                 query("UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'running'")
                     .bind(now)
-                    .bind(id.to_string())
+                    .bind(id.key())
                     .execute(conn)
                     .await?;
                 append_event(

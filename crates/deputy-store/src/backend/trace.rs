@@ -41,7 +41,7 @@ pub(super) async fn record(conn: &mut Conn, rec: &LlmRecord) -> Result<()> {
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
             )
             .bind(run_id)
-            .bind(task_id.to_string())
+            .bind(task_id.key())
             .bind(i64::from(*task_attempt))
             .bind(provider)
             .bind(model)
@@ -179,7 +179,7 @@ pub(super) async fn interrupt(
     .bind(interrupted.rank())
     .bind(now)
     .bind(interrupted.rank())
-    .bind(task.to_string())
+    .bind(task.key())
     .bind(i64::from(attempt))
     .execute(conn)
     .await?;
@@ -191,7 +191,7 @@ pub(super) async fn interrupt(
     .bind(interrupted.rank())
     .bind(now)
     .bind(interrupted.rank())
-    .bind(task.to_string())
+    .bind(task.key())
     .bind(i64::from(attempt))
     .execute(conn)
     .await?;
@@ -210,7 +210,7 @@ fn usage_of(row: &Row) -> Result<Usage> {
 
 /// Every run of a task with its steps and their attempts, oldest first.
 pub(super) async fn load(conn: &mut Conn, task: TaskId) -> Result<Vec<LlmRun>> {
-    let id = task.to_string();
+    let id = task.key();
     let run_rows = query(
         "SELECT id, task_id, task_attempt, provider, model, status, error, usage, started_at,
                 ended_at

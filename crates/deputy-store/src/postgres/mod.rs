@@ -194,6 +194,10 @@ impl PgStore {
                 "events_numbered_by_insert",
                 include_str!("../../migrations/postgres/0008_events_numbered_by_insert.sql"),
             ),
+            (
+                "time_ordered_task_keys",
+                include_str!("../../migrations/postgres/0009_time_ordered_task_keys.sql"),
+            ),
         ])
         .run(&pool)
         .await?;

@@ -162,6 +162,10 @@ impl SqliteStore {
                 "drop_groups_running",
                 include_str!("../../migrations/sqlite/0006_drop_groups_running.sql"),
             ),
+            (
+                "time_ordered_task_keys",
+                include_str!("../../migrations/sqlite/0007_time_ordered_task_keys.sql"),
+            ),
         ])
         .run(&mut migrating)
         .await?;
