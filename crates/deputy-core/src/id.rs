@@ -64,10 +64,13 @@ fn unhex(s: &str, reversed: bool) -> Option<[u8; 16]> {
     if s.len() != ID_LEN || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
+    // Either case: every hex digit is one ASCII byte, checked above.
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let text = s.as_bytes();
     let mut bytes = [0u8; 16];
     for (i, slot) in bytes.iter_mut().enumerate() {
         let at = if reversed { 15 - i } else { i };
-        *slot = u8::from_str_radix(&s[at * 2..at * 2 + 2], 16).ok()?;
+        *slot = digit(text[at * 2])? << 4 | digit(text[at * 2 + 1])?;
     }
     Some(bytes)
 }
@@ -86,7 +89,7 @@ impl TaskId {
 
     /// Reads what [`TaskId::key`] wrote.
     pub fn from_key(key: &str) -> Result<Self, IdError> {
-        unhex(&key.to_ascii_lowercase(), false)
+        unhex(key, false)
             .map(|b| Self(Uuid::from_bytes(b)))
             .ok_or_else(|| IdError::Malformed(truncate_for_message(key)))
     }
@@ -264,6 +267,7 @@ mod tests {
         assert_eq!(TaskId::from_key(&id.key()).unwrap(), id);
         assert!(TaskId::from_key(&id.to_string()).unwrap() != id);
         assert!(TaskId::from_key("nothex").is_err());
+        assert_eq!(TaskId::from_key(&id.key().to_uppercase()).unwrap(), id);
         // Ids made later have larger keys (UUIDv7 leads with the time).
         let earlier = TaskId::new();
         std::thread::sleep(std::time::Duration::from_millis(2));
