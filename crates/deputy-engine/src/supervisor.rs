@@ -246,6 +246,28 @@ fn filter_stdout(
     (reader, handle)
 }
 
+/// Puts a gated child's group on the death watch and records it on the attempt, before
+/// the child does anything, so it dies with the daemon and recovery can always find it.
+/// The two are independent (either failing alone stops the child), so they run
+/// together: the gate waits for the slower of them, not for both in turn. `what` names
+/// the process in the error.
+pub(crate) async fn watch_and_record(
+    inner: &Inner,
+    task: &Task,
+    pgid: i32,
+    what: &str,
+) -> Result<crate::deathwatch::Watched, String> {
+    let (watched, stored) = tokio::join!(
+        inner.deathwatch.watch(pgid),
+        inner.store.set_pgid(task.id, task.attempt, pgid)
+    );
+    match (watched, stored) {
+        (Ok(watched), Ok(())) => Ok(watched),
+        (Err(e), _) => Err(format!("could not watch the {what}: {e}")),
+        (Ok(_), Err(e)) => Err(format!("could not record the {what}: {e}")),
+    }
+}
+
 /// Runs one process of a task to its end: spawn behind the gate, record its group,
 /// capture its output, and race its exit against cancel, timeout and shutdown.
 pub(crate) async fn run_process(
@@ -270,17 +292,7 @@ pub(crate) async fn run_process(
         stderr,
     } = spawned;
     tracing::debug!(task = %task.id, pgid, "spawned");
-    // Watch and record the group before the child does anything, so it dies with the
-    // daemon and recovery can always find it.
-    let recorded = match inner.deathwatch.watch(pgid).await {
-        Ok(watched) => inner
-            .store
-            .set_pgid(task.id, task.attempt, pgid)
-            .await
-            .map(|()| watched)
-            .map_err(|e| format!("could not record the process: {e}")),
-        Err(e) => Err(format!("could not watch the process: {e}")),
-    };
+    let recorded = watch_and_record(inner, task, pgid, "process").await;
     let watched = match recorded {
         Ok(w) => w,
         Err(reason) => {

@@ -139,15 +139,9 @@ impl ShellTool<'_> {
             stderr,
         } = spawned;
         self.current_pgid.store(pgid, Ordering::SeqCst);
-        let store = &self.inner.store;
-        let recorded = match self.inner.deathwatch.watch(pgid).await {
-            Ok(watched) => store
-                .set_pgid(self.task.id, self.task.attempt, pgid)
-                .await
-                .map(|()| watched)
-                .map_err(|e| format!("could not record the command's process: {e}")),
-            Err(e) => Err(format!("could not watch the command's process: {e}")),
-        };
+        let recorded =
+            crate::supervisor::watch_and_record(self.inner, self.task, pgid, "command's process")
+                .await;
         let watched = match recorded {
             Ok(w) => w,
             Err(reason) => {
