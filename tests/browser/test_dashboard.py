@@ -142,11 +142,16 @@ def test_filters_narrow_the_list(env, page):
     visit(env, page, "")
     page.get_by_label("Label").fill("team:alpha")
     page.get_by_role("button", name="Filter").click()
+    # Wait for the filtered view itself (its form and its loaded rows): the unfiltered
+    # one also shows task a, and typing into its form, about to be replaced, is lost.
+    expect(page.locator("#task-count")).to_have_text("1 task(s)")
     expect(page.locator(f'tr[data-task="{a["id"]}"]')).to_be_visible()
     expect(page.locator(f'tr[data-task="{b["id"]}"]')).to_have_count(0)
     page.get_by_label("Label").fill("")
     page.get_by_label("Text").fill("filter-beta")
     page.get_by_role("button", name="Filter").click()
+    expect(page).to_have_url(re.compile(r"#/\?q=filter-beta$"))
+    expect(page.locator("#task-count")).to_have_text("1 task(s)")
     expect(page.locator(f'tr[data-task="{b["id"]}"]')).to_be_visible()
     expect(page.locator(f'tr[data-task="{a["id"]}"]')).to_have_count(0)
     page.get_by_label("Status").select_option("failed")
