@@ -76,7 +76,13 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Database(String),
     #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
+    /// The database holds a migration this version does not know: a newer deputy
+    /// migrated it. Running on would write rows in a form that version may not read.
+    #[error(
+        "the database was upgraded by a newer deputy (it has schema migration {0}, which this version does not know); nothing was changed: run that newer version, or point this one at another database"
+    )]
+    NewerSchema(i64),
     #[error("corrupt row in the database: {0}")]
     Corrupt(String),
     /// The batch this write was committed with failed (or the store is closed); the
@@ -95,6 +101,17 @@ pub enum StoreError {
     ScheduleExists(String),
     #[error("no schedule `{0}`: list them with `deputy schedule ls`")]
     NoSchedule(String),
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        match e {
+            sqlx::migrate::MigrateError::VersionMissing(version) => {
+                StoreError::NewerSchema(version)
+            }
+            other => StoreError::Migrate(other),
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {

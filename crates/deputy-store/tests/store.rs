@@ -1640,3 +1640,28 @@ async fn ids_stored_in_text_form_are_rewritten_to_time_ordered_keys_postgres() {
         .await
         .unwrap();
 }
+
+/// A database a newer deputy migrated is refused with a message saying so, before
+/// anything is written.
+#[tokio::test]
+async fn a_database_from_a_newer_deputy_is_refused_with_the_reason() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    SqliteStore::open(&path).await.unwrap().close().await;
+    let mut raw = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         SELECT 999, 'from the future', success, checksum, execution_time
+         FROM _sqlx_migrations WHERE version = 1",
+    )
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    raw.close().await.unwrap();
+    let err = SqliteStore::open(&path).await.unwrap_err();
+    assert!(matches!(err, StoreError::NewerSchema(999)), "{err}");
+    assert!(err.to_string().contains("newer deputy"), "{err}");
+}
