@@ -268,10 +268,19 @@ mod tests {
         assert!(TaskId::from_key(&id.to_string()).unwrap() != id);
         assert!(TaskId::from_key("nothex").is_err());
         assert_eq!(TaskId::from_key(&id.key().to_uppercase()).unwrap(), id);
-        // Ids made later have larger keys (UUIDv7 leads with the time).
-        let earlier = TaskId::new();
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        assert!(TaskId::new().key() > earlier.key());
+        // Ids made later have larger keys (UUIDv7 leads with the time), whatever their
+        // random bytes.
+        let at = |ms: u64| {
+            let ts = uuid::Timestamp::from_unix(
+                uuid::NoContext,
+                ms / 1000,
+                (ms % 1000) as u32 * 1_000_000,
+            );
+            TaskId::from_uuid(Uuid::new_v7(ts))
+        };
+        for ms in [1, 999, 1_000, 1_700_000_000_123] {
+            assert!(at(ms + 1).key() > at(ms).key(), "{ms}");
+        }
     }
 
     #[test]

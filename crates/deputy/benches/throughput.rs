@@ -562,8 +562,12 @@ async fn drain_noops(urls: &[String], n: usize) -> anyhow::Result<Duration> {
     let after = client.status().await?.last_event;
     let batch: Vec<NewTask> = (0..1000.min(n)).map(|_| noop()).collect();
     let start = Instant::now();
-    for _ in 0..n / batch.len() {
-        client.submit_batch(&batch).await?;
+    // Every task, the last batch short when n is not a multiple of the batch.
+    let mut left = n;
+    while left > 0 {
+        let take = left.min(batch.len());
+        client.submit_batch(&batch[..take]).await?;
+        left -= take;
     }
     wait_finished(&client, after, n).await?;
     Ok(start.elapsed())

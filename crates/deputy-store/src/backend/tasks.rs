@@ -635,10 +635,9 @@ async fn insert_plain_tasks(
         .collect();
     let mut rows = Vec::with_capacity(tasks.len());
     for t in &tasks {
-        let id = t.id.key();
         let seq = *seqs
-            .get(&id)
-            .ok_or_else(|| StoreError::Corrupt(format!("no event was stored for task {id}")))?;
+            .get(&t.id.key())
+            .ok_or_else(|| StoreError::Corrupt(format!("no event was stored for task {}", t.id)))?;
         rows.push((t, seq));
     }
     insert_rows(&rows)?.execute(conn).await?;
